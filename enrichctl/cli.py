@@ -1,0 +1,324 @@
+"""The command line: parse, call one ``service`` function, render. No SQL, no HTTP here.
+
+Errors become one line on stderr and the documented exit code (see ``errors.py``):
+0 done, 1 some symbols failed, 2 usage, 3 unhealthy (``status --check``), 75 try later,
+78 configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+
+from enrichctl import render, service
+from enrichctl.domain import AssetClass, Timeframe, Trigger, parse_symbol, parse_timeframe
+from enrichctl.errors import EXIT_FAILED, EXIT_UNHEALTHY, EXIT_USAGE, EnrichError
+from enrichctl.logs import logging_setup
+from enrichctl.settings import Settings, settings_load, settings_redacted
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="enrichctl",
+    help="Keep a market-data database fresh and trustworthy.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+)
+config_app = typer.Typer(help="Show or check the settings.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+
+class State:
+    config: Path | None = None
+    database_url: str | None = None
+
+
+STATE = State()
+
+
+# --- parsing helpers (each raises a one-line usage error) ------------------------------------
+
+
+def _symbols(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        symbols = [parse_symbol(s) for s in value.split(",") if s.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not symbols:
+        raise typer.BadParameter("no symbol given")
+    return symbols
+
+
+def _timeframes(value: str | None) -> tuple[Timeframe, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(dict.fromkeys(parse_timeframe(t) for t in value.split(",") if t.strip()))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _date(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise typer.BadParameter(f"invalid date {value!r}: expected YYYY-MM-DD") from None
+    return int(day.timestamp() * 1000)
+
+
+def _one_symbol(value: str) -> str:
+    try:
+        return parse_symbol(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    if STATE.database_url is not None:
+        overrides.setdefault("database_url", STATE.database_url)
+    return settings_load(STATE.config, **overrides)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the one coroutine of this command; SIGTERM cancels it like Ctrl-C does."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(main())
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"enrichctl {package_version('enrichctl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.")] = None,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="Overrides database_url.")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    log_level: Annotated[str | None, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("expected text or json", param_hint="--log-format")
+    if log_level is not None and log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter("expected DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    logging_setup(log_format, log_level)
+    STATE.config = config
+    STATE.database_url = database_url
+
+
+@app.command()
+def run(
+    symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated tickers (default: the configured universe).")] = None,
+    asset_class: Annotated[AssetClass | None, typer.Option("--asset-class", help="Only this asset class.")] = None,
+    timeframes: Annotated[str | None, typer.Option("--timeframes", "-t", help="Comma-separated, e.g. 1d,1h.")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="polygon or demo (synthetic, offline).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="History start YYYY-MM-DD for new or refreshed series.")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Refetch and replace whole series.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run even when paused.")] = False,
+    trigger: Annotated[Trigger, typer.Option("--trigger", help="Who started the run.")] = Trigger.CLI,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Bring every selected series up to date."""
+    options = service.RunOptions(
+        symbols=_symbols(symbols), asset_class=asset_class, timeframes=_timeframes(timeframes),
+        since=_date(since), full_refresh=full_refresh, dry_run=dry_run, force=force, trigger=trigger,
+    )
+    settings = _settings(provider=provider)
+    show_progress = not as_json and sys.stderr.isatty()
+    with render.RunProgress(enabled=show_progress) as progress:
+        report = _run(service.run(settings, options, progress.hook))
+    if as_json:
+        _print_json(report.doc())
+    else:
+        render.run_report(report.doc())
+    raise typer.Exit(service.exit_code_of(report))
+
+
+@app.command()
+def status(
+    symbol: Annotated[str | None, typer.Argument(help="One symbol: its series and recent jobs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit 3 when anything failed or is stale.")] = False,
+) -> None:
+    """Where every symbol stands."""
+    settings = _settings()
+    if symbol is not None:
+        doc = _run(service.job_status(settings, _one_symbol(symbol)))
+        _print_json(doc) if as_json else render.job_status(doc)
+        health = service.health_of_symbol(doc)
+    else:
+        doc = _run(service.overview(settings))
+        _print_json(doc) if as_json else render.overview(doc)
+        health = service.health(doc)
+    if check:
+        if not as_json:
+            render.health(health)
+        if health["status"] == "unhealthy":
+            raise typer.Exit(EXIT_UNHEALTHY)
+
+
+@app.command()
+def history(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="How many runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent runs."""
+    doc = _run(service.history(_settings(), limit))
+    _print_json(doc) if as_json else render.history(doc)
+
+
+@app.command()
+def metrics(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Fetch, compute and data-quality metrics of the last 24 hours."""
+    doc = _run(service.metrics(_settings()))
+    _print_json(doc) if as_json else render.metrics(doc)
+
+
+@app.command()
+def pause(
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (shown in status).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Pause timer runs (they record a skipped run) until resume."""
+    doc = _run(service.pause(_settings(), reason))
+    _print_json(doc) if as_json else typer.echo(f"paused since {doc['since']}" + (f": {reason}" if reason else ""))
+
+
+@app.command()
+def resume(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Resume timer runs."""
+    doc = _run(service.resume(_settings()))
+    _print_json(doc) if as_json else typer.echo("resumed" if doc["was_paused"] else "was not paused")
+
+
+@app.command()
+def export(
+    symbol: Annotated[str, typer.Argument(help="The symbol to export.")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t")] = "1d",
+    since: Annotated[str | None, typer.Option("--since", help="From YYYY-MM-DD (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="To YYYY-MM-DD (inclusive).")] = None,
+    indicators: Annotated[bool, typer.Option("--indicators", help="Add the indicator columns.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
+) -> None:
+    """The stored bars of one series, ordered by time."""
+    from enrichctl import exports
+
+    if fmt not in ("csv", "jsonl"):
+        raise typer.BadParameter("expected csv or jsonl", param_hint="--format")
+    tf = _timeframes(timeframe)
+    assert tf is not None
+    start, end = _date(since), _date(until)
+    if end is not None:
+        end += 86_400_000 - 1  # the whole --until day
+    request = exports.ExportRequest(_one_symbol(symbol), tf[0], start, end, indicators, fmt)
+    count = _run(exports.export(_settings(), request, output))
+    if output is not None:
+        typer.echo(f"wrote {count} bars to {output}", err=True)
+
+
+@app.command()
+def verify(
+    symbol: Annotated[str | None, typer.Argument(help="Only this symbol.")] = None,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Recompute every indicator and compare.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-check stored series (gaps, OHLC, duplicates); exit 1 when anything is off."""
+    from enrichctl import exports
+
+    doc = _run(exports.verify(_settings(), _one_symbol(symbol) if symbol else None, recompute))
+    _print_json(doc) if as_json else render.verify(doc)
+    if not doc["ok"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@config_app.command("show")
+def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The effective settings, secrets redacted."""
+    doc = settings_redacted(_settings())
+    _print_json(doc) if as_json else render.config(doc)
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the settings; exit 78 with the reason when they are wrong."""
+    settings = _settings()
+    typer.echo(f"ok: provider {settings.provider}, {len(settings.universe)} symbols, "
+               f"timeframes {','.join(t.value for t in settings.timeframes)}, "
+               f"database {settings_redacted(settings)['database_url']}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (they also apply automatically)."""
+    doc = _run(service.db_upgrade(_settings()))
+    typer.echo(f"schema at revision {doc['revision']} (head {doc['head']})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line on stderr and the documented exit code for every failure."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="enrichctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see 'enrichctl {exc.ctx.command_path.partition(' ')[2]} --help')".replace("  ", " ") if exc.ctx else ""
+        _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)
+    except click.Abort:
+        _fail("aborted", 130)
+    except EnrichError as exc:
+        _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except asyncio.CancelledError:
+        _fail("stopped by a signal; completed work was committed", 143)
+    except BrokenPipeError:
+        sys.stderr.close()
+        code = 0
+    except Exception as exc:  # the last resort: a bug must still not print a traceback
+        if os.environ.get("ENRICHCTL_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set ENRICHCTL_DEBUG=1 for a traceback)", EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"enrichctl: error: {message}\n")
+    sys.exit(code)

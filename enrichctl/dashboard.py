@@ -1,0 +1,286 @@
+"""The dashboard documents, built once: overview, health, job-status, history, metrics.
+
+``enrichctl status|history|metrics --json`` print these, and ``serve`` returns them unchanged.
+The seed's field names stay (``processing_symbols[].status``,
+``fetch_pipeline.api_quota_remaining``, ...). Every instant is a UTC ISO-8601 string.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from enrichctl.domain import AssetClass, IssueKind, Series, Timeframe, ms_to_iso
+from enrichctl.errors import NotFound
+from enrichctl.pipeline.calendar import SessionCalendar
+from enrichctl.pipeline.quality import check_stale
+from enrichctl.settings import Settings
+from enrichctl.store.repo import Store
+from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
+
+METRICS_WINDOW_HOURS = 24
+GAP_KINDS = {IssueKind.GAP.value}
+ANOMALY_KINDS = {IssueKind.PRICE_SPIKE.value, IssueKind.VOLUME_ANOMALY.value,
+                 IssueKind.OHLC.value, IssueKind.DUPLICATE.value, IssueKind.OUT_OF_RANGE.value,
+                 IssueKind.NON_SESSION.value, IssueKind.READJUSTED.value}
+
+
+def run_doc(run: RunRow) -> dict[str, Any]:
+    duration = (run.finished_at - run.started_at) / 1000 if run.finished_at else None
+    return {
+        "run_id": run.id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "provider": run.provider,
+        "synthetic": run.synthetic,
+        "started_at": ms_to_iso(run.started_at),
+        "finished_at": ms_to_iso(run.finished_at),
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "jobs_total": run.jobs_total,
+        "jobs_succeeded": run.jobs_succeeded,
+        "jobs_failed": run.jobs_failed,
+        "bars_fetched": run.bars_fetched,
+        "bars_written": run.bars_written,
+        "requests": run.requests,
+        "host": run.host,
+        "pid": run.pid,
+        "error": run.error,
+    }
+
+
+def _series_doc(row: SeriesRow, stale: bool) -> dict[str, Any]:
+    return {
+        "timeframe": row.timeframe,
+        "first_bar": ms_to_iso(row.first_ts),
+        "last_bar": ms_to_iso(row.watermark),
+        "bars": row.bar_count,
+        "last_success": ms_to_iso(row.last_success_at),
+        "last_attempt": ms_to_iso(row.last_attempt_at),
+        "last_error": row.last_error,
+        "quality_score": _round(row.quality_score),
+        "issues": row.issue_count,
+        "stale": stale,
+        "provider": row.provider,
+        "synthetic": row.synthetic,
+    }
+
+
+def _symbol_doc(
+    symbol: str, asset_class: str, rows: list[SeriesRow], job: JobRow | None,
+    calendar: SessionCalendar, settings: Settings, now: int,
+) -> dict[str, Any]:
+    series_docs = [_series_doc(r, _is_stale(r, calendar, settings, now)) for r in rows]
+    scores = [r.quality_score for r in rows if r.quality_score is not None]
+    last_bars = [r.watermark for r in rows if r.watermark is not None]
+    successes = [r.last_success_at for r in rows if r.last_success_at is not None]
+    return {
+        "symbol": symbol,
+        "asset_class": asset_class,
+        "status": job.status if job else "never_run",
+        "last_bar": ms_to_iso(max(last_bars)) if last_bars else None,
+        "last_success": ms_to_iso(max(successes)) if successes else None,
+        "attempts": job.attempts if job else 0,
+        "last_error": (job.error if job else None) or next((r.last_error for r in rows if r.last_error), None),
+        "quality_score": _round(min(scores)) if scores else None,
+        "stale": any(d["stale"] for d in series_docs),
+        "last_run_id": job.run_id if job else None,
+        "series": series_docs,
+    }
+
+
+def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
+    series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
+    return check_stale(series, row.watermark, now, calendar, settings.quality) is not None
+
+
+async def _symbols(store: Store, settings: Settings, calendar: SessionCalendar, now: int) -> list[dict[str, Any]]:
+    rows = await store.series_list()
+    jobs = await store.jobs_latest()
+    by_symbol: dict[str, list[SeriesRow]] = {}
+    for r in rows:
+        by_symbol.setdefault(r.symbol, []).append(r)
+    classes = {e.symbol: e.asset_class.value for e in settings.universe if e.asset_class}
+    classes.update({r.symbol: r.asset_class for r in rows})
+    classes.update({j.symbol: j.asset_class for j in jobs.values()})
+    return [
+        _symbol_doc(symbol, classes[symbol], by_symbol.get(symbol, []), jobs.get(symbol),
+                    calendar, settings, now)
+        for symbol in sorted(classes)
+    ]
+
+
+async def _scheduler(store: Store) -> dict[str, Any]:
+    pause = await store.control_get("pause")
+    return {
+        "paused": pause is not None,
+        "paused_reason": pause.get("reason") if pause else None,
+        "paused_by": pause.get("by") if pause else None,
+        "paused_since": pause.get("since") if pause else None,
+    }
+
+
+async def overview(store: Store, settings: Settings, calendar: SessionCalendar, now: int) -> dict[str, Any]:
+    symbols = await _symbols(store, settings, calendar, now)
+    runs = await store.runs_recent(20)
+    active = next((r for r in runs if r.status == "running"), None)
+    finished = next((r for r in runs if r.status != "running"), None)
+    resilience = next((json.loads(r.resilience) for r in runs if r.resilience), None)
+    return {
+        "generated_at": ms_to_iso(now),
+        "scheduler": await _scheduler(store),
+        "last_run": run_doc(finished) if finished else None,
+        "active_run": run_doc(active) if active else None,
+        "abandoned_runs": [run_doc(r) for r in runs if r.status == "abandoned"],
+        "totals": {
+            "symbols": len(symbols),
+            "series": sum(len(s["series"]) for s in symbols),
+            "bars": await store.bars_count_total(),
+            "succeeded": sum(s["status"] == "succeeded" for s in symbols),
+            "failed": sum(s["status"] == "failed" for s in symbols),
+            "never_run": sum(s["status"] == "never_run" for s in symbols),
+            "stale": sum(s["stale"] for s in symbols),
+        },
+        "processing_symbols": symbols,
+        "resilience": resilience,
+    }
+
+
+def health_from_overview(doc: dict[str, Any]) -> dict[str, Any]:
+    """healthy / degraded / unhealthy with one line per reason (``status --check``, ``/health``)."""
+    return _health(doc["processing_symbols"], doc["scheduler"], doc["generated_at"])
+
+
+def health_of_symbol(doc: dict[str, Any], generated_at: str | None) -> dict[str, Any]:
+    """The same verdict for the job-status document of one symbol."""
+    return _health([doc], None, generated_at)
+
+
+def _health(symbols: list[dict[str, Any]], scheduler: dict[str, Any] | None, generated_at: str | None) -> dict[str, Any]:
+    unhealthy, degraded = [], []
+    for s in symbols:
+        if s["status"] == "failed":
+            unhealthy.append(f"{s['symbol']}: last job failed: {s['last_error'] or 'unknown error'}")
+        for series in s["series"]:
+            if series["stale"]:
+                unhealthy.append(
+                    f"{s['symbol']}/{series['timeframe']}: stale (last bar {series['last_bar'] or 'none'})"
+                )
+        if s["status"] == "never_run":
+            degraded.append(f"{s['symbol']}: never run")
+    if scheduler is not None and scheduler["paused"]:
+        degraded.append(f"scheduler paused since {scheduler['paused_since']}: "
+                        f"{scheduler['paused_reason'] or 'no reason given'}")
+    status = "unhealthy" if unhealthy else ("degraded" if degraded else "healthy")
+    return {"status": status, "generated_at": generated_at, "issues": unhealthy + degraded}
+
+
+async def job_status(
+    store: Store, settings: Settings, calendar: SessionCalendar, symbol: str, now: int
+) -> dict[str, Any]:
+    rows = await store.series_list(symbol)
+    jobs = await store.jobs_of_symbol(symbol, 10)
+    known = {e.symbol: e.asset_class.value for e in settings.universe if e.asset_class}
+    if not rows and not jobs and symbol not in known:
+        raise NotFound(f"unknown symbol {symbol!r}: it is not configured and was never run")
+    asset_class = rows[0].asset_class if rows else (jobs[0].asset_class if jobs else known[symbol])
+    doc = _symbol_doc(symbol, asset_class, rows, jobs[0] if jobs else None, calendar, settings, now)
+    doc["generated_at"] = ms_to_iso(now)
+    doc["recent_jobs"] = [_job_doc(j) for j in jobs]
+    doc["recent_issues"] = [_issue_doc(i) for i in await store.issues_recent(symbol, limit=20)]
+    return doc
+
+
+def _job_doc(job: JobRow) -> dict[str, Any]:
+    return {
+        "run_id": job.run_id,
+        "status": job.status,
+        "attempts": job.attempts,
+        "started_at": ms_to_iso(job.started_at),
+        "finished_at": ms_to_iso(job.finished_at),
+        "duration_ms": _round(job.duration_ms, 1),
+        "bars_fetched": job.bars_fetched,
+        "bars_written": job.bars_written,
+        "error": job.error,
+    }
+
+
+def _issue_doc(issue: IssueRow) -> dict[str, Any]:
+    return {
+        "timeframe": issue.timeframe,
+        "kind": issue.kind,
+        "severity": issue.severity,
+        "at": ms_to_iso(issue.ts),
+        "detail": issue.detail,
+        "run_id": issue.run_id,
+        "recorded_at": ms_to_iso(issue.created_at),
+    }
+
+
+async def history(store: Store, limit: int) -> dict[str, Any]:
+    runs = await store.runs_recent(limit)
+    return {"limit": limit, "count": len(runs), "runs": [run_doc(r) for r in runs]}
+
+
+async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
+    since = now - METRICS_WINDOW_HOURS * 3_600_000
+    raw = await store.metrics_raw(since)
+    total, ok = raw["requests_total"], raw["requests_ok"]
+    gaps = sum(n for kind, _sev, n in raw["issues"] if kind in GAP_KINDS)
+    anomalies = sum(n for kind, _sev, n in raw["issues"] if kind in ANOMALY_KINDS)
+    errors = sum(n for _kind, sev, n in raw["issues"] if sev == "error")
+    by_kind: dict[str, int] = {}
+    for kind, _sev, n in raw["issues"]:
+        by_kind[kind] = by_kind.get(kind, 0) + n
+    quota, quota_basis = await _quota(store, settings, now)
+    checked = raw["bars_fetched"]
+    return {
+        "generated_at": ms_to_iso(now),
+        "window_hours": METRICS_WINDOW_HOURS,
+        "fetch_pipeline": {
+            "total_requests": total,
+            "successful_requests": ok,
+            "failed_requests": total - ok,
+            "success_rate": _ratio(ok, total),
+            "avg_response_time_ms": _round(raw["avg_latency_ms"], 2),
+            "records_fetched": raw["bars_fetched"],
+            "records_inserted": raw["bars_written"],
+            "api_quota_remaining": quota,
+            "api_quota_basis": quota_basis,
+        },
+        "compute_pipeline": {
+            "total_computations": raw["computations"],
+            "successful_computations": raw["computations_ok"],
+            "success_rate": _ratio(raw["computations_ok"], raw["computations"]),
+            "avg_computation_time_ms": _round(raw["avg_compute_ms"], 3),
+            "features_computed": raw["indicator_values"],
+        },
+        "data_quality": {
+            "records_validated": checked,
+            "validation_rate": _ratio(max(checked - errors, 0), checked),
+            "gaps_detected": gaps,
+            "anomalies_detected": anomalies,
+            "issues_by_kind": dict(sorted(by_kind.items())),
+            "quality_score": _round(raw["quality_score"]),
+        },
+    }
+
+
+async def _quota(store: Store, settings: Settings, now: int) -> tuple[int | None, str]:
+    """What is left of the provider's per-minute budget right now, as far as we can know it:
+    Polygon publishes no quota header, so it is the plan's limit minus our own requests in the
+    last rolling minute."""
+    if settings.provider != "polygon":
+        return None, f"provider {settings.provider} has no quota"
+    limit = settings.polygon.requests_per_minute
+    if limit == 0:
+        return None, "unlimited plan (polygon.requests_per_minute = 0)"
+    used = await store.requests_count_since(now - 60_000, "polygon")
+    return max(limit - used, 0), f"{limit} per rolling minute minus our requests in the last 60 s"
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return round(value, digits) if value is not None else None

@@ -1,0 +1,151 @@
+"""Which bars a series should have: exchange sessions for stocks, every day for crypto.
+
+Wraps the maintained ``exchange-calendars`` package (NYSE, ``XNYS``) and turns its schedule into
+epoch-millisecond arrays once, so the per-batch checks are plain numpy set operations.
+
+Daily bars follow Polygon's convention: a day bar starts at midnight America/New_York of its
+session (``day_start_ms``); weekly bars start at midnight New York of the week's Monday.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
+
+NEW_YORK = ZoneInfo("America/New_York")
+CALENDAR_START = "1990-01-01"
+
+
+def day_start_ms(day: np.ndarray) -> np.ndarray:
+    """Midnight America/New_York of each UTC-midnight day (epoch ms), as int64 epoch ms."""
+    out = np.empty(day.shape[0], dtype=np.int64)
+    for i, ms in enumerate(day.tolist()):
+        d = datetime.fromtimestamp(ms / 1000, tz=UTC)
+        local = datetime(d.year, d.month, d.day, tzinfo=NEW_YORK)
+        out[i] = int(local.timestamp() * 1000)
+    return out
+
+
+def ny_midnight_ms(ms: int) -> int:
+    """Midnight New York of the New York day that contains ``ms``."""
+    local = datetime.fromtimestamp(ms / 1000, tz=NEW_YORK)
+    return int(datetime(local.year, local.month, local.day, tzinfo=NEW_YORK).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    """Sessions in a range: day start (NY midnight), open and close, all epoch ms, sorted."""
+
+    day: np.ndarray
+    open: np.ndarray
+    close: np.ndarray
+
+
+class SessionCalendar:
+    """The NYSE calendar as epoch-ms arrays. Build one per process; it is immutable."""
+
+    def __init__(self) -> None:
+        import exchange_calendars  # heavy (pandas); imported only when a calendar is needed
+
+        cal = exchange_calendars.get_calendar("XNYS", start=CALENDAR_START)
+        schedule = cal.schedule
+        utc_days = schedule.index.values.astype("datetime64[ms]").astype(np.int64)
+        self._day = day_start_ms(utc_days)
+        self._open = schedule["open"].values.astype("datetime64[ms]").astype(np.int64)
+        self._close = schedule["close"].values.astype("datetime64[ms]").astype(np.int64)
+        self.first_ms = int(self._day[0])
+        self.last_ms = int(self._day[-1])
+
+    def sessions(self, start_ms: int, end_ms: int) -> Sessions:
+        """Sessions whose New York day starts in [start_ms, end_ms] (inclusive)."""
+        lo = int(np.searchsorted(self._day, start_ms, side="left"))
+        hi = int(np.searchsorted(self._day, end_ms, side="right"))
+        return Sessions(self._day[lo:hi], self._open[lo:hi], self._close[lo:hi])
+
+    def is_session_day(self, day_ms: np.ndarray) -> np.ndarray:
+        """For NY-midnight day starts: which are NYSE sessions."""
+        idx = np.searchsorted(self._day, day_ms)
+        idx = np.clip(idx, 0, len(self._day) - 1)
+        return self._day[idx] == day_ms
+
+    def expected_bar_starts(self, series: Series, start_ms: int, end_ms: int) -> np.ndarray | None:
+        """The bar starts a complete series must have in [start_ms, end_ms], or None when the
+        timeframe has no fixed grid worth checking (intraday stocks trade outside the session
+        too, so for them only whole missing sessions count; see ``expected_days``)."""
+        tf = series.timeframe
+        if tf is Timeframe.D1:
+            if series.asset_class.trades_on_exchange_calendar:
+                return self.sessions(start_ms, end_ms).day
+            return calendar_days(start_ms, end_ms, weekdays_only=series.asset_class is AssetClass.FOREX)
+        if tf.is_intraday and series.asset_class is AssetClass.CRYPTO:
+            first = -(-start_ms // tf.ms) * tf.ms
+            return np.arange(first, end_ms + 1, tf.ms, dtype=np.int64)
+        return None
+
+    def expected_days(self, series: Series, start_ms: int, end_ms: int) -> np.ndarray | None:
+        """For intraday series on the exchange calendar: the NY day starts of the sessions in
+        the range, each of which should hold at least one bar."""
+        if series.timeframe.is_intraday and series.asset_class.trades_on_exchange_calendar:
+            return self.sessions(ny_midnight_ms(start_ms), end_ms).day
+        return None
+
+    def last_complete_bar_start(self, series: Series, now_ms: int) -> int | None:
+        """The start of the newest bar that should be complete at ``now_ms``, or None."""
+        tf = series.timeframe
+        if series.asset_class.trades_on_exchange_calendar:
+            if tf is Timeframe.D1 or tf is Timeframe.W1:
+                sessions = self.sessions(now_ms - 20 * MS_PER_DAY, now_ms - MS_PER_DAY)
+                if tf is Timeframe.W1:
+                    return None
+                # A day bar is complete once its New York day has ended.
+                done = sessions.day[sessions.day + MS_PER_DAY <= now_ms]
+                return int(done[-1]) if len(done) else None
+            sessions = self.sessions(now_ms - 20 * MS_PER_DAY, now_ms)
+            done = sessions.close[sessions.open + tf.ms <= now_ms]
+            if not len(done):
+                return None
+            last_close = min(int(done[-1]), now_ms)
+            return (last_close - tf.ms) // tf.ms * tf.ms
+        if tf is Timeframe.W1:
+            return None
+        if tf is Timeframe.D1:
+            days = calendar_days(
+                now_ms - 10 * MS_PER_DAY, now_ms, weekdays_only=series.asset_class is AssetClass.FOREX
+            )
+            done = days[days + MS_PER_DAY <= now_ms]
+            return int(done[-1]) if len(done) else None
+        return (now_ms // tf.ms) * tf.ms - tf.ms
+
+    def previous_session_day(self, day_ms: int, n: int = 1) -> int:
+        """The NY day start ``n`` sessions before ``day_ms`` (for windows measured in sessions)."""
+        idx = int(np.searchsorted(self._day, day_ms, side="left"))
+        return int(self._day[max(idx - n, 0)])
+
+
+def calendar_days(start_ms: int, end_ms: int, *, weekdays_only: bool = False) -> np.ndarray:
+    """Midnight New York of every (week)day whose day start lies in [start_ms, end_ms].
+
+    Polygon starts the day bars of every asset class, crypto and forex included, at midnight
+    New York."""
+    first = (start_ms // MS_PER_DAY - 1) * MS_PER_DAY
+    utc_days = np.arange(first, end_ms + MS_PER_DAY, MS_PER_DAY, dtype=np.int64)
+    if weekdays_only:
+        weekday = ((utc_days // MS_PER_DAY) + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        utc_days = utc_days[weekday < 5]
+    days = day_start_ms(utc_days)
+    return days[(days >= start_ms) & (days <= end_ms)]
+
+
+def utc_date_ms(text: str) -> int:
+    """'2024-01-31' -> epoch ms of UTC midnight. ValueError on a bad date."""
+    d = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    return int(d.timestamp() * 1000)
+
+
+def days_ago_ms(now_ms: int, days: int) -> int:
+    return int((datetime.fromtimestamp(now_ms / 1000, tz=UTC) - timedelta(days=days)).timestamp() * 1000)

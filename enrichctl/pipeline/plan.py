@@ -1,0 +1,163 @@
+"""What a run will do: which series, which ranges, how many provider requests.
+
+The plan reads watermarks only; it changes nothing, which is what ``run --dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from enrichctl.domain import AssetClass, Instrument, Series, Timeframe, ms_to_iso
+from enrichctl.errors import UsageError
+from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms
+from enrichctl.providers.base import Provider
+from enrichctl.settings import Settings
+from enrichctl.store.repo import Store
+
+
+class Mode(StrEnum):
+    NEW = "new"  # nothing stored yet: fetch the configured history
+    INCREMENTAL = "incremental"  # from a few bars before the watermark to the last complete bar
+    FULL = "full"  # refetch and replace the whole series
+    UP_TO_DATE = "up_to_date"  # the last complete bar is stored: no request at all
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    series: Series
+    mode: Mode
+    start: int | None  # inclusive; None when up to date
+    end: int  # inclusive: start of the newest bar that is complete now
+    watermark: int | None
+    history_start: int  # where a full refetch starts
+    requests: int
+    recompute_indicators: bool  # the configured indicator set changed since the last write
+
+    def doc(self) -> dict:
+        return {
+            "series": str(self.series),
+            "symbol": self.series.symbol,
+            "timeframe": self.series.timeframe.value,
+            "mode": self.mode.value,
+            "from": ms_to_iso(self.start),
+            "to": ms_to_iso(self.end) if self.start is not None else None,
+            "watermark": ms_to_iso(self.watermark),
+            "requests": self.requests,
+            "recompute_indicators": self.recompute_indicators,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    instrument: Instrument
+    tasks: tuple[SeriesPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    jobs: tuple[JobPlan, ...]
+
+    @property
+    def requests(self) -> int:
+        return sum(t.requests for j in self.jobs for t in j.tasks)
+
+    @property
+    def tasks(self) -> list[SeriesPlan]:
+        return [t for j in self.jobs for t in j.tasks]
+
+    def doc(self) -> dict:
+        tasks = self.tasks
+        return {
+            "series": len(tasks),
+            "to_fetch": sum(1 for t in tasks if t.mode is not Mode.UP_TO_DATE),
+            "up_to_date": sum(1 for t in tasks if t.mode is Mode.UP_TO_DATE),
+            "requests": self.requests,
+            "tasks": [t.doc() for t in tasks],
+        }
+
+
+def universe_select(
+    settings: Settings, symbols: list[str] | None, asset_class: AssetClass | None
+) -> list[Instrument]:
+    """The instruments a run covers: ``--symbols`` (known or not) filtered by ``--asset-class``."""
+    known = {e.symbol: e.asset_class for e in settings.universe}
+    if symbols:
+        chosen = [
+            Instrument(s, known.get(s) or asset_class or AssetClass.for_symbol(s))
+            for s in dict.fromkeys(symbols)
+        ]
+        if asset_class is not None:
+            chosen = [i for i in chosen if i.asset_class is asset_class]
+    else:
+        chosen = [Instrument(e.symbol, e.asset_class) for e in settings.universe]  # type: ignore[arg-type]
+        if asset_class is not None:
+            chosen = [i for i in chosen if i.asset_class is asset_class]
+    if not chosen:
+        raise UsageError("nothing to do: no configured symbol matches the selection")
+    return chosen
+
+
+async def plan_build(
+    store: Store,
+    calendar: SessionCalendar,
+    provider: Provider,
+    settings: Settings,
+    instruments: list[Instrument],
+    timeframes: tuple[Timeframe, ...],
+    *,
+    now: int,
+    since: int | None,
+    full_refresh: bool,
+    indicator_fingerprint: str,
+) -> RunPlan:
+    jobs = []
+    for instrument in instruments:
+        tasks = []
+        for tf in timeframes:
+            series = Series(instrument.symbol, instrument.asset_class, tf)
+            tasks.append(
+                await _series_plan(
+                    store, calendar, provider, settings, series, now=now, since=since,
+                    full_refresh=full_refresh, fingerprint=indicator_fingerprint,
+                )
+            )
+        jobs.append(JobPlan(instrument, tuple(tasks)))
+    return RunPlan(tuple(jobs))
+
+
+async def _series_plan(
+    store: Store,
+    calendar: SessionCalendar,
+    provider: Provider,
+    settings: Settings,
+    series: Series,
+    *,
+    now: int,
+    since: int | None,
+    full_refresh: bool,
+    fingerprint: str,
+) -> SeriesPlan:
+    row = await store.series_get(series)
+    watermark = row.watermark if row else None
+    history_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
+    end = calendar.last_complete_bar_start(series, now)
+    if end is None:
+        end = now - series.timeframe.ms
+    recompute = bool(row and row.bar_count and row.indicator_set != fingerprint)
+
+    if watermark is None:
+        mode, start = Mode.NEW, history_start
+    elif full_refresh or (since is not None and row is not None and row.first_ts is not None
+                          and since < row.first_ts):
+        mode, start = Mode.FULL, history_start
+    elif watermark >= end:
+        mode, start = Mode.UP_TO_DATE, None
+    else:
+        mode = Mode.INCREMENTAL
+        overlap = await store.bars_tail(series, settings.overlap_bars)
+        start = int(overlap.ts[0]) if len(overlap) else watermark + 1
+    if start is not None and start > end:
+        mode, start = Mode.UP_TO_DATE, None
+    requests = provider.requests_needed(series, start, end) if start is not None else 0
+    return SeriesPlan(series, mode, start, end, watermark, history_start, requests, recompute)

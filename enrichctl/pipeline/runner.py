@@ -1,0 +1,215 @@
+"""Runs the jobs of a plan: one job per symbol under a semaphore, one task per timeframe.
+
+A job whose tasks fail with a retryable error is retried up to ``max_retries`` times with
+exponential backoff (only its unfinished tasks; finished ones are committed). Every state change
+is persisted: pending -> running -> succeeded | failed | retrying (-> running ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from enrichctl.domain import JobStatus, now_ms
+from enrichctl.errors import ConfigError, EnrichError, ProviderError, StoreError
+from enrichctl.logs import get_logger, log_event
+from enrichctl.pipeline.plan import JobPlan, Mode, RunPlan, SeriesPlan
+from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
+from enrichctl.providers.base import RequestRecord
+
+log = get_logger("runner")
+
+ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class JobResult:
+    symbol: str
+    status: JobStatus
+    attempts: int
+    bars_fetched: int = 0
+    bars_written: int = 0
+    up_to_date: int = 0
+    readjusted: int = 0
+    issues: int = 0
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "bars_fetched": self.bars_fetched,
+            "bars_written": self.bars_written,
+            "series_up_to_date": self.up_to_date,
+            "series_readjusted": self.readjusted,
+            "issues": self.issues,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 1),
+        }
+
+
+@dataclass(slots=True)
+class RunnerConfig:
+    max_concurrent: int
+    max_retries: int
+    retry_delay: float
+    rng: random.Random = field(default_factory=random.Random)
+
+
+class RunAborted(Exception):
+    """A configuration error (e.g. the provider refused the key) ends the whole run."""
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Runner:
+    def __init__(
+        self,
+        ctx: TaskContext,
+        config: RunnerConfig,
+        job_ids: dict[str, int],
+        requests: list[RequestRecord],
+        progress: ProgressHook | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.job_ids = job_ids
+        self.requests = requests  # filled by the provider's sink; flushed after every task
+        self.progress = progress or (lambda _kind, _data: None)
+        self.semaphore = asyncio.Semaphore(config.max_concurrent)
+        self.abort: ConfigError | None = None
+
+    async def run(self, plan: RunPlan) -> list[JobResult]:
+        tasks = [asyncio.create_task(self._job_guarded(job)) for job in plan.jobs]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return list(results)
+
+    async def _job_guarded(self, job: JobPlan) -> JobResult:
+        async with self.semaphore:
+            if self.abort is not None:
+                result = JobResult(job.instrument.symbol, JobStatus.FAILED, 0, error=self.abort.message)
+                await self.ctx.store.job_update(
+                    self.job_ids[job.instrument.symbol], status=result.status.value,
+                    error=result.error, finished_at=now_ms(),
+                )
+                self.progress("job_done", {"result": result})
+                return result
+            result = await self._job(job)
+            self.progress("job_done", {"result": result})
+            return result
+
+    async def _job(self, job: JobPlan) -> JobResult:
+        symbol = job.instrument.symbol
+        job_id = self.job_ids[symbol]
+        store = self.ctx.store
+        result = JobResult(symbol, JobStatus.RUNNING, 0)
+        remaining = list(job.tasks)
+        started = time.perf_counter()
+        started_at = now_ms()
+        while True:
+            result.attempts += 1
+            await store.job_update(job_id, status=JobStatus.RUNNING.value, attempts=result.attempts,
+                                   started_at=started_at)
+            log_event(log, logging.INFO, "enrichment_job_started", run_id=self.ctx.run_id,
+                      symbol=symbol, attempt=result.attempts,
+                      timeframes=",".join(t.series.timeframe.value for t in remaining))
+            failed: list[tuple[SeriesPlan, EnrichError]] = []
+            for plan in remaining:
+                try:
+                    outcome = await self._task(job_id, plan, result.attempts)
+                except ConfigError as exc:
+                    self.abort = exc
+                    failed.append((plan, exc))
+                    break
+                except (ProviderError, StoreError) as exc:
+                    failed.append((plan, exc))
+                    continue
+                result.bars_fetched += outcome.bars_fetched
+                result.bars_written += outcome.bars_written
+                result.issues += outcome.issues
+                result.readjusted += int(outcome.readjusted)
+                result.up_to_date += int(plan.mode is Mode.UP_TO_DATE)
+            if not failed:
+                result.status = JobStatus.SUCCEEDED
+                break
+            error = "; ".join(f"{p.series}: {e.message}" for p, e in failed)
+            result.error = error
+            retryable = all(getattr(e, "retryable", False) or isinstance(e, StoreError) for _, e in failed)
+            if self.abort is not None or not retryable or result.attempts > self.config.max_retries:
+                result.status = JobStatus.FAILED
+                break
+            delay = self._backoff(result.attempts)
+            await store.job_update(job_id, status=JobStatus.RETRYING.value, error=error)
+            log_event(log, logging.WARNING, "enrichment_retry", run_id=self.ctx.run_id, symbol=symbol,
+                      attempt=result.attempts, delay_s=round(delay, 2), error=error)
+            await asyncio.sleep(delay)
+            remaining = [p for p, _ in failed]
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        await store.job_update(
+            job_id, status=result.status.value, finished_at=now_ms(), duration_ms=result.duration_ms,
+            bars_fetched=result.bars_fetched, bars_written=result.bars_written,
+            error=result.error if result.status is JobStatus.FAILED else None,
+        )
+        if result.status is JobStatus.SUCCEEDED:
+            log_event(log, logging.INFO, "enrichment_completed", run_id=self.ctx.run_id,
+                      symbol=symbol, bars_fetched=result.bars_fetched,
+                      bars_written=result.bars_written, attempts=result.attempts,
+                      duration_ms=round(result.duration_ms, 1))
+        else:
+            log_event(log, logging.ERROR, "enrichment_failed", run_id=self.ctx.run_id,
+                      symbol=symbol, attempts=result.attempts, error=result.error)
+        return result
+
+    async def _task(self, job_id: int, plan: SeriesPlan, attempt: int) -> TaskOutcome:
+        store = self.ctx.store
+        series = plan.series
+        task_id = await store.task_create(
+            job_id=job_id, run_id=self.ctx.run_id, symbol=series.symbol,
+            timeframe=series.timeframe.value, status=JobStatus.RUNNING.value, attempt=attempt,
+            range_start=plan.start, range_end=plan.end if plan.start is not None else None,
+            full_refresh=plan.mode in (Mode.FULL, Mode.NEW), started_at=now_ms(),
+            bars_fetched=0, bars_written=0, indicator_values=0,
+        )
+        try:
+            outcome = await series_update(self.ctx, plan)
+        except EnrichError as exc:
+            await self._flush_requests()
+            await store.task_update(task_id, status=JobStatus.FAILED.value, finished_at=now_ms(),
+                                    error=exc.message)
+            await store.series_touch(series, self.ctx.provider.name, self.ctx.provider.synthetic,
+                                     last_attempt_at=now_ms(), last_error=exc.message)
+            raise
+        await self._flush_requests()
+        await store.task_update(
+            task_id, status=JobStatus.SUCCEEDED.value, finished_at=now_ms(),
+            bars_fetched=outcome.bars_fetched, bars_written=outcome.bars_written,
+            indicator_values=outcome.indicator_values, fetch_ms=outcome.fetch_ms,
+            compute_ms=outcome.compute_ms,
+            compute_ok=None if outcome.compute_ms is None else True,
+        )
+        self.progress("task_done", {"series": str(series), "outcome": outcome})
+        return outcome
+
+    async def _flush_requests(self) -> None:
+        if self.requests:
+            batch, self.requests[:] = list(self.requests), []
+            await self.ctx.store.requests_add(self.ctx.run_id, batch)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with full jitter: uniform(0, base * 2**(attempt-1))."""
+        return self.config.rng.uniform(0, self.config.retry_delay * 2 ** (attempt - 1))

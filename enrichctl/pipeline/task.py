@@ -1,0 +1,179 @@
+"""One task: bring one series up to date (fetch, verify the overlap, check, compute, store).
+
+Everything the task stores goes in one transaction (``Store.series_commit``): bars, indicator
+rows, quality issues and the watermark move together or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
+from enrichctl.pipeline.calendar import SessionCalendar
+from enrichctl.pipeline.indicators import IndicatorSet
+from enrichctl.pipeline.plan import Mode, SeriesPlan
+from enrichctl.pipeline.quality import check_batch, check_stale, quality_score
+from enrichctl.providers.base import Provider
+from enrichctl.settings import QualitySettings
+from enrichctl.store.repo import SeriesWrite, Store
+
+# Two stored and fetched values closer than this are the same number (JSON round trips).
+SAME_VALUE_RTOL = 1e-9
+# Stored bars the quality checks see before a batch (spike and volume baselines, gaps).
+CONTEXT_BARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    store: Store
+    provider: Provider
+    calendar: SessionCalendar
+    indicators: IndicatorSet
+    quality: QualitySettings
+    run_id: int | None
+    now: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    bars_fetched: int
+    bars_written: int
+    indicator_values: int
+    fetch_ms: float
+    compute_ms: float | None
+    issues: int
+    readjusted: bool
+    watermark: int | None
+
+
+async def series_update(ctx: TaskContext, plan: SeriesPlan) -> TaskOutcome:
+    series = plan.series
+    if plan.mode is Mode.UP_TO_DATE:
+        if plan.recompute_indicators:
+            return await _recompute_only(ctx, series, plan.watermark)
+        return TaskOutcome(0, 0, 0, 0.0, None, 0, False, plan.watermark)
+
+    assert plan.start is not None
+    started = time.perf_counter()
+    fetched = await ctx.provider.fetch_bars(series, plan.start, plan.end)
+    fetched_count = len(fetched)
+    issues: list[QualityIssue] = []
+    replace = plan.mode in (Mode.NEW, Mode.FULL)
+    readjusted = False
+    watermark = plan.watermark
+
+    if plan.mode is Mode.INCREMENTAL:
+        assert watermark is not None
+        changed = await _overlap_changed(ctx.store, series, fetched, plan.start, watermark)
+        if changed is not None:
+            # A split or dividend re-adjusted the past: the stored history is wrong as a whole.
+            readjusted, replace = True, True
+            issues.append(
+                QualityIssue(IssueKind.READJUSTED, Severity.WARNING, changed, _first_ts(fetched))
+            )
+            fetched = await ctx.provider.fetch_bars(series, plan.history_start, plan.end)
+            fetched_count += len(fetched)
+    fetch_ms = (time.perf_counter() - started) * 1000
+
+    if replace:
+        context = Bars.empty()
+        result = check_batch(series, fetched, plan.history_start if readjusted else plan.start,
+                             plan.end, ctx.calendar, ctx.quality, context=None)
+    else:
+        assert watermark is not None
+        # Overlap bars were verified equal above; only bars after the watermark are new.
+        new_or_stray = fetched.take((fetched.ts > watermark) | (fetched.ts < plan.start))
+        context = await ctx.store.bars_tail(series, max(ctx.indicators.warmup, CONTEXT_BARS))
+        result = check_batch(series, new_or_stray, watermark + 1, plan.end, ctx.calendar,
+                             ctx.quality, context=context)
+    issues.extend(result.issues)
+    new_bars = result.bars
+
+    compute_started = time.perf_counter()
+    periods = series.timeframe.periods_per_year(series.asset_class)
+    if replace or plan.recompute_indicators:
+        full = new_bars if replace else Bars.concat([await ctx.store.bars_range(series), new_bars])
+        values = ctx.indicators.compute(full, periods)
+        indicator_ts = full.ts
+    else:
+        # The context holds at least ``warmup`` stored bars (or all there are).
+        tail = context.take(slice(max(len(context) - ctx.indicators.warmup, 0), None))
+        joined = Bars.concat([tail, new_bars])
+        values = ctx.indicators.compute_tail(joined, len(tail), periods)
+        indicator_ts = new_bars.ts
+    compute_ms = (time.perf_counter() - compute_started) * 1000
+    indicator_values = int(sum(np.count_nonzero(~np.isnan(v)) for v in values.values()))
+
+    new_watermark = int(new_bars.ts[-1]) if len(new_bars) else watermark
+    stale = check_stale(series, new_watermark, ctx.now, ctx.calendar, ctx.quality)
+    if stale is not None:
+        issues.append(stale)
+    written = await ctx.store.series_commit(
+        SeriesWrite(
+            series=series,
+            provider=ctx.provider.name,
+            synthetic=ctx.provider.synthetic,
+            run_id=ctx.run_id,
+            bars=new_bars,
+            indicator_ts=indicator_ts,
+            indicators=values,
+            indicator_set=ctx.indicators.fingerprint,
+            issues=issues,
+            replace=replace,
+            batch_score=quality_score(len(new_bars), result.issues),
+        )
+    )
+    return TaskOutcome(fetched_count, written, indicator_values, fetch_ms, compute_ms,
+                       len(issues), readjusted, new_watermark)
+
+
+async def _recompute_only(ctx: TaskContext, series: Series, watermark: int | None) -> TaskOutcome:
+    """The indicator set changed but no bar is missing: recompute every indicator row."""
+    started = time.perf_counter()
+    bars = await ctx.store.bars_range(series)
+    values = ctx.indicators.compute(bars, series.timeframe.periods_per_year(series.asset_class))
+    compute_ms = (time.perf_counter() - started) * 1000
+    await ctx.store.series_commit(
+        SeriesWrite(
+            series=series, provider=ctx.provider.name, synthetic=ctx.provider.synthetic,
+            run_id=ctx.run_id, bars=Bars.empty(), indicator_ts=bars.ts, indicators=values,
+            indicator_set=ctx.indicators.fingerprint,
+        )
+    )
+    indicator_values = int(sum(np.count_nonzero(~np.isnan(v)) for v in values.values()))
+    return TaskOutcome(0, 0, indicator_values, 0.0, compute_ms, 0, False, watermark)
+
+
+async def _overlap_changed(
+    store: Store, series: Series, fetched: Bars, start: int, watermark: int
+) -> str | None:
+    """Compare re-read bars with the stored ones; a description of the first difference."""
+    stored = await store.bars_range(series, start, watermark)
+    again = fetched.take((fetched.ts >= start) & (fetched.ts <= watermark))
+    if len(again) == 0:
+        return None  # the provider sent nothing for the overlap: nothing to compare
+    # The last duplicate wins, as in the quality check.
+    _, last_index = np.unique(again.ts[::-1], return_index=True)
+    again = again.take(len(again) - 1 - last_index)
+    if not np.array_equal(stored.ts, again.ts):
+        missing = np.setdiff1d(stored.ts, again.ts)
+        if len(missing):
+            return f"the provider no longer has the stored bar of {ms_to_iso(int(missing[0]))}"
+        return None  # the provider now has an extra bar we lacked: it is just new data
+    for name in ("open", "high", "low", "close", "volume"):
+        a, b = getattr(stored, name), getattr(again, name)
+        same = np.isclose(a, b, rtol=SAME_VALUE_RTOL, atol=0.0, equal_nan=True)
+        if not same.all():
+            i = int(np.argmin(same))
+            return (
+                f"history re-adjusted: stored {name} {a[i]:g} of {ms_to_iso(int(stored.ts[i]))} "
+                f"is now {b[i]:g}; refetched the whole series"
+            )
+    return None
+
+
+def _first_ts(bars: Bars) -> int | None:
+    return int(bars.ts.min()) if len(bars) else None

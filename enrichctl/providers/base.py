@@ -1,0 +1,82 @@
+"""The one seam every data provider sits behind, and the factory that picks one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from enrichctl.domain import Bars, Series
+
+if TYPE_CHECKING:
+    from enrichctl.pipeline.calendar import SessionCalendar
+    from enrichctl.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One provider call as it is stored in ``requests`` (the key is never part of it)."""
+
+    provider: str
+    symbol: str | None
+    timeframe: str | None
+    endpoint: str  # e.g. "aggs", "grouped", "demo"
+    status: int | None  # HTTP status, None when no response arrived
+    ok: bool
+    latency_ms: float
+    attempt: int
+    bars: int
+    at_ms: int
+    error: str | None = None
+
+
+RequestSink = Callable[[RequestRecord], None]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Fetches bars of one series between two instants.
+
+    ``fetch_bars`` returns the bars with ``start_ms <= ts <= end_ms``, sorted by ``ts``; bars the
+    provider sent outside that range are dropped by the provider and reported through the
+    quality check of the caller. Every call it makes is reported to the ``RequestSink`` it was
+    built with. ``synthetic`` is True for data that is not real market data.
+    """
+
+    name: str
+    synthetic: bool
+
+    def requests_needed(self, series: Series, start_ms: int, end_ms: int) -> int:
+        """How many provider calls fetching this range costs (for ``run --dry-run``)."""
+        ...
+
+    async def fetch_bars(self, series: Series, start_ms: int, end_ms: int) -> Bars: ...
+
+    async def aclose(self) -> None: ...
+
+
+def provider_create(
+    settings: Settings, calendar: SessionCalendar, sink: RequestSink
+) -> Provider:
+    """Build the configured provider; raises ConfigError when it cannot be used as configured."""
+    from enrichctl.errors import ConfigError
+
+    name = settings.provider
+    if name == "demo":
+        from enrichctl.providers.demo import DemoProvider
+
+        return DemoProvider(calendar, sink=sink)
+    if name == "polygon":
+        if settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value():
+            raise ConfigError(
+                "no Polygon API key: set POLYGON_API_KEY (or polygon.api_key in the config file), "
+                "or run with --provider demo for offline synthetic data"
+            )
+        try:
+            from enrichctl.providers.polygon import PolygonProvider
+        except ImportError:
+            raise ConfigError(
+                "the polygon provider is not available in this build yet; use --provider demo"
+            ) from None
+        return PolygonProvider(settings.polygon, calendar, sink=sink)
+    raise ConfigError(f"unknown provider {name!r}: expected 'polygon' or 'demo'")

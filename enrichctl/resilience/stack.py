@@ -1,0 +1,118 @@
+"""The stack one provider's calls go through: retry -> breaker -> limiter -> bulkhead -> fn.
+
+Every attempt passes every layer, so a retry waits for the limiter like any other call; an open
+breaker ends the retries at once (``CircuitOpen`` is not retryable); a 429 pauses the shared limiter
+for every caller before the retry sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from enrichctl.errors import RetryableProviderError
+from enrichctl.resilience.breaker import CircuitBreaker
+from enrichctl.resilience.bulkhead import Bulkhead
+from enrichctl.resilience.ratelimit import RateLimiter
+from enrichctl.resilience.registry import ResilienceRegistry
+from enrichctl.resilience.retry import OnRetry, RetryPolicy
+
+if TYPE_CHECKING:
+    from enrichctl.settings import ResilienceSettings
+
+T = TypeVar("T")
+
+RATE_INTERVAL_SECONDS = 60.0  # providers state their quota per minute
+
+
+class ResilientCaller:
+    """One provider's retry policy, breaker, limiter and bulkhead, applied to each attempt."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
+        limiter: RateLimiter,
+        bulkhead: Bulkhead,
+        on_retry: OnRetry | None = None,
+    ) -> None:
+        self.name = name
+        self.retry = retry
+        self.breaker = breaker
+        self.limiter = limiter
+        self.bulkhead = bulkhead
+        self.on_retry = on_retry
+
+    @classmethod
+    def from_settings(
+        cls,
+        name: str,
+        resilience: ResilienceSettings,
+        requests_per_minute: int,
+        registry: ResilienceRegistry,
+        *,
+        on_retry: OnRetry | None = None,
+    ) -> ResilientCaller:
+        """Build the four components on ``registry``, or reuse those registered under ``name``.
+
+        The limiter allows ``requests_per_minute`` in any rolling minute (0 = unlimited), in bursts
+        of up to the whole quota; reuse means every caller of one provider shares one limiter.
+        """
+        r = resilience
+        breaker = registry.circuit_breaker(name) or registry.register_circuit_breaker(
+            name,
+            failure_threshold=r.failure_rate_threshold,
+            recovery_timeout=r.recovery_timeout,
+            window_size=r.window_size,
+            minimum_calls=r.minimum_calls,
+            half_open_calls=r.half_open_calls,
+        )
+        limiter = registry.rate_limiter(name) or registry.register_rate_limiter(
+            name,
+            rate=requests_per_minute,
+            interval=RATE_INTERVAL_SECONDS,
+            burst=None,
+            retry_after_cap=r.retry_after_cap,
+        )
+        retry = registry.retry_policy(name) or registry.register_retry_policy(
+            name,
+            max_retries=r.retry_max_retries,
+            initial_delay=r.retry_initial_delay,
+            max_delay=r.retry_max_delay,
+            backoff_multiplier=r.retry_backoff_multiplier,
+            retry_after_cap=r.retry_after_cap,
+        )
+        bulkhead = registry.bulkhead(name) or registry.register_bulkhead(
+            name, max_concurrent=r.bulkhead_max_concurrent, timeout=r.bulkhead_timeout
+        )
+        return cls(
+            name,
+            retry=retry,
+            breaker=breaker,
+            limiter=limiter,
+            bulkhead=bulkhead,
+            on_retry=on_retry,
+        )
+
+    async def call(self, fn: Callable[[], Awaitable[T]], *, on_retry: OnRetry | None = None) -> T:
+        """Run ``fn`` (one HTTP attempt) through every layer, retrying as the policy allows.
+
+        ``on_retry`` (default: the one given at construction) hears about each retry.
+        """
+
+        async def admitted() -> T:
+            await self.limiter.acquire()
+            async with self.bulkhead.slot():
+                try:
+                    return await fn()
+                except RetryableProviderError as exc:
+                    if exc.status == 429:
+                        self.limiter.pause(exc.retry_after)
+                    raise
+
+        async def attempt() -> T:
+            return await self.breaker.call(admitted)
+
+        return await self.retry.call(attempt, on_retry=on_retry or self.on_retry)

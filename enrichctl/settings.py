@@ -1,0 +1,315 @@
+"""Settings: a TOML file, then ``ENRICHCTL_*`` environment variables, then command-line flags.
+
+Flags win over env over file. The seed's ``DATABASE_URL`` and ``POLYGON_API_KEY`` are read too
+(``ENRICHCTL_*`` wins over them), and under systemd the key comes first from
+``$CREDENTIALS_DIRECTORY/polygon_api_key``. Secrets are ``SecretStr`` and print redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from enrichctl.domain import AssetClass, Timeframe, parse_symbol
+from enrichctl.errors import ConfigError
+
+DEFAULT_INDICATORS = (
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "ema_12",
+    "ema_26",
+    "rsi_14",
+    "macd_12_26_9",
+    "bbands_20_2",
+    "atr_14",
+    "log_return",
+    "volatility_20",
+)
+
+DEFAULT_HISTORY_DAYS = {
+    Timeframe.M1: 30,
+    Timeframe.M5: 90,
+    Timeframe.M15: 180,
+    Timeframe.M30: 365,
+    Timeframe.H1: 730,
+    Timeframe.H4: 1825,
+    Timeframe.D1: 3650,
+    Timeframe.W1: 7300,
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UniverseEntry(_Section):
+    symbol: str
+    asset_class: AssetClass | None = None
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str) -> str:
+        return parse_symbol(value)
+
+    @model_validator(mode="after")
+    def _infer_class(self) -> UniverseEntry:
+        if self.asset_class is None:
+            object.__setattr__(self, "asset_class", AssetClass.for_symbol(self.symbol))
+        return self
+
+
+class PolygonSettings(_Section):
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.polygon.io"
+    requests_per_minute: int = Field(5, ge=0, description="plan limit; 0 = unlimited")
+    adjusted: bool = True
+    timeout_seconds: float = Field(30.0, gt=0)
+    grouped_daily_max_days: int = Field(5, ge=0, description="use grouped daily up to this many missing days")
+
+
+class ResilienceSettings(_Section):
+    failure_rate_threshold: float = Field(0.5, gt=0, le=1)
+    window_size: int = Field(20, ge=1)
+    minimum_calls: int = Field(5, ge=1)
+    recovery_timeout: float = Field(30.0, gt=0)
+    half_open_calls: int = Field(1, ge=1)
+    retry_max_retries: int = Field(4, ge=0)
+    retry_initial_delay: float = Field(1.0, ge=0)
+    retry_max_delay: float = Field(60.0, ge=0)
+    retry_backoff_multiplier: float = Field(2.0, ge=1)
+    retry_after_cap: float = Field(300.0, gt=0)
+    bulkhead_max_concurrent: int = Field(4, ge=1)
+    bulkhead_timeout: float = Field(120.0, gt=0)
+
+
+class QualitySettings(_Section):
+    spike_threshold: float = Field(10.0, gt=0, description="robust z-score of a log return")
+    spike_min_move: float = Field(0.15, ge=0, description="and at least this absolute log return")
+    volume_factor: float = Field(20.0, gt=1, description="volume above this many times the median")
+    stale_after_bars: int = Field(2, ge=1, description="stale when this many complete bars are missing")
+
+
+class ServeSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    token: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything configurable. ``config.example.toml`` documents every key with its default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRICHCTL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: sqlite under $XDG_DATA_HOME/enrichctl"
+    )
+    provider: Literal["polygon", "demo"] = "polygon"
+    universe: tuple[UniverseEntry, ...] = tuple(
+        UniverseEntry(symbol=s) for s in ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA")
+    )
+    timeframes: tuple[Timeframe, ...] = (Timeframe.D1,)
+    history_days: dict[Timeframe, int] = Field(default_factory=lambda: dict(DEFAULT_HISTORY_DAYS))
+    indicators: tuple[str, ...] = DEFAULT_INDICATORS
+    max_concurrent_symbols: int = Field(5, ge=1, le=256)
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_delay_seconds: float = Field(2.0, ge=0, description="first job retry delay; doubles")
+    overlap_bars: int = Field(3, ge=0, le=100, description="bars re-read before the watermark")
+    requests_retention_days: int = Field(30, ge=1)
+    polygon: PolygonSettings = PolygonSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
+    quality: QualitySettings = QualitySettings()
+    serve: ServeSettings = ServeSettings()
+
+    @field_validator("history_days", mode="after")
+    @classmethod
+    def _history_defaults(cls, value: dict[Timeframe, int]) -> dict[Timeframe, int]:
+        for tf, days in value.items():
+            if days < 1:
+                raise ValueError(f"history_days.{tf} must be at least 1")
+        return {**DEFAULT_HISTORY_DAYS, **value}
+
+    @field_validator("indicators", mode="after")
+    @classmethod
+    def _indicators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from enrichctl.pipeline.indicators import parse_indicator
+
+        for name in value:
+            parse_indicator(name)
+        if len(set(value)) != len(value):
+            raise ValueError("indicators lists a name twice")
+        return value
+
+    @field_validator("timeframes", mode="after")
+    @classmethod
+    def _timeframes(cls, value: tuple[Timeframe, ...]) -> tuple[Timeframe, ...]:
+        if not value:
+            raise ValueError("timeframes must not be empty")
+        return tuple(dict.fromkeys(value))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _CredentialSource(settings_cls),
+            env_settings,
+            _SeedEnvSource(settings_cls),
+        ]
+        if _toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_toml_path))
+        return tuple(sources)
+
+    def database_url_resolved(self) -> str:
+        return self.database_url or default_database_url()
+
+
+class _SeedEnvSource(PydanticBaseSettingsSource):
+    """The seed's un-prefixed ``DATABASE_URL`` and ``POLYGON_API_KEY``."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if url := os.environ.get("DATABASE_URL"):
+            values["database_url"] = url
+        if key := os.environ.get("POLYGON_API_KEY"):
+            values["polygon"] = {"api_key": key}
+        return values
+
+
+class _CredentialSource(PydanticBaseSettingsSource):
+    """systemd ``LoadCredential=``: files in ``$CREDENTIALS_DIRECTORY`` beat the environment."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused by __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return {}
+        values: dict[str, Any] = {}
+        key_file = Path(directory) / "polygon_api_key"
+        if key_file.is_file():
+            values["polygon"] = {"api_key": key_file.read_text().strip()}
+        token_file = Path(directory) / "serve_token"
+        if token_file.is_file():
+            values["serve"] = {"token": token_file.read_text().strip()}
+        return values
+
+
+# The TOML file of the load in progress; settings_customise_sources is a classmethod without a
+# way to pass it. Loads happen once per process, at start-up.
+_toml_path: Path | None = None
+
+
+def data_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "enrichctl"
+
+
+def default_database_url() -> str:
+    state = os.environ.get("STATE_DIRECTORY")  # systemd StateDirectory=
+    directory = Path(state.split(":")[0]) if state else data_home()
+    return f"sqlite:///{directory / 'enrichctl.db'}"
+
+
+def config_candidates() -> list[Path]:
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return [
+        Path("enrichctl.toml"),
+        Path(config_home) / "enrichctl" / "config.toml",
+        Path("/etc/enrichctl/config.toml"),
+    ]
+
+
+def config_path_find(explicit: Path | None) -> Path | None:
+    """The config file to read: --config, $ENRICHCTL_CONFIG, then the first that exists."""
+    chosen = explicit or (Path(p) if (p := os.environ.get("ENRICHCTL_CONFIG")) else None)
+    if chosen is not None:
+        if not chosen.is_file():
+            raise ConfigError(f"config file not found: {chosen}")
+        return chosen
+    return next((p for p in config_candidates() if p.is_file()), None)
+
+
+def settings_load(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``overrides`` are flag values (None means "not given"). ConfigError on any
+    problem, with one line naming the key and what is wrong."""
+    global _toml_path
+    path = config_path_find(config)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    _toml_path = path
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_validation_line(exc, path)) from None
+    except (OSError, ValueError) as exc:  # unreadable file, TOML syntax error
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"cannot read settings{where}: {exc}") from None
+    finally:
+        _toml_path = None
+
+
+def _validation_line(exc: ValidationError, path: Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}")
+    where = f" ({path})" if path else ""
+    return f"invalid settings{where}: " + "; ".join(parts)
+
+
+def settings_redacted(settings: Settings) -> dict[str, Any]:
+    """Settings as a JSON-able dict with every secret replaced by '***' (or null when unset)."""
+    data = settings.model_dump(mode="json")
+    data["database_url"] = redact_url(settings.database_url_resolved())
+    return data
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.password:
+        return parsed.render_as_string(hide_password=True)
+    return url

@@ -1,0 +1,315 @@
+"""Every SQL statement the store runs, named. Only ``repo.py`` executes them.
+
+Statements are SQLAlchemy Core, portable between SQLite and PostgreSQL; the two upserts that
+need ``ON CONFLICT`` pick the dialect's insert construct.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from enrichctl.store.tables import (
+    bars,
+    control,
+    jobs,
+    leases,
+    quality_issues,
+    requests,
+    runs,
+    series,
+    tasks,
+)
+
+
+def _insert(dialect: str, table: sa.Table):
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def upsert(dialect: str, table: sa.Table, key: tuple[str, ...]) -> sa.Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET every other column = excluded."""
+    stmt = _insert(dialect, table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key},
+    )
+
+
+# --- bars ------------------------------------------------------------------------------------
+
+BAR_COLUMNS = (bars.c.ts, bars.c.open, bars.c.high, bars.c.low, bars.c.close, bars.c.volume,
+               bars.c.vwap, bars.c.trades)
+
+
+def bars_upsert(dialect: str) -> sa.Insert:
+    return upsert(dialect, bars, ("symbol", "timeframe", "ts"))
+
+
+def bars_select(symbol: str, timeframe: str, start: int | None = None, end: int | None = None):
+    stmt = sa.select(*BAR_COLUMNS).where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
+    if start is not None:
+        stmt = stmt.where(bars.c.ts >= start)
+    if end is not None:
+        stmt = stmt.where(bars.c.ts <= end)
+    return stmt.order_by(bars.c.ts)
+
+
+def bars_tail(symbol: str, timeframe: str, n: int, before: int | None = None):
+    """The last ``n`` bars (before ``before`` when given), newest first."""
+    stmt = sa.select(*BAR_COLUMNS).where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
+    if before is not None:
+        stmt = stmt.where(bars.c.ts < before)
+    return stmt.order_by(bars.c.ts.desc()).limit(n)
+
+
+def bars_delete(symbol: str, timeframe: str):
+    return sa.delete(bars).where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
+
+
+def bars_stats(symbol: str, timeframe: str):
+    return sa.select(sa.func.count(), sa.func.min(bars.c.ts), sa.func.max(bars.c.ts)).where(
+        bars.c.symbol == symbol, bars.c.timeframe == timeframe
+    )
+
+
+def bars_total():
+    return sa.select(sa.func.count()).select_from(bars)
+
+
+def bars_duplicates(symbol: str, timeframe: str):
+    """(ts, n) of timestamps stored more than once; the primary key makes this empty."""
+    return (
+        sa.select(bars.c.ts, sa.func.count())
+        .where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
+        .group_by(bars.c.ts)
+        .having(sa.func.count() > 1)
+    )
+
+
+# --- indicators ------------------------------------------------------------------------------
+
+
+def indicators_upsert(dialect: str, table: sa.Table) -> sa.Insert:
+    return upsert(dialect, table, ("symbol", "timeframe", "ts"))
+
+
+def indicators_select(table: sa.Table, symbol: str, timeframe: str, start=None, end=None):
+    cols = [c for c in table.columns if c.name not in ("symbol", "timeframe")]
+    stmt = sa.select(*cols).where(table.c.symbol == symbol, table.c.timeframe == timeframe)
+    if start is not None:
+        stmt = stmt.where(table.c.ts >= start)
+    if end is not None:
+        stmt = stmt.where(table.c.ts <= end)
+    return stmt.order_by(table.c.ts)
+
+
+def indicators_delete(table: sa.Table, symbol: str, timeframe: str):
+    return sa.delete(table).where(table.c.symbol == symbol, table.c.timeframe == timeframe)
+
+
+# --- series ----------------------------------------------------------------------------------
+
+
+def series_upsert(dialect: str) -> sa.Insert:
+    return upsert(dialect, series, ("symbol", "timeframe"))
+
+
+def series_select(symbol: str | None = None):
+    stmt = sa.select(series)
+    if symbol is not None:
+        stmt = stmt.where(series.c.symbol == symbol)
+    return stmt.order_by(series.c.symbol, series.c.timeframe)
+
+
+def series_one(symbol: str, timeframe: str):
+    return sa.select(series).where(series.c.symbol == symbol, series.c.timeframe == timeframe)
+
+
+def series_update(symbol: str, timeframe: str, **values):
+    return (
+        sa.update(series)
+        .where(series.c.symbol == symbol, series.c.timeframe == timeframe)
+        .values(**values)
+    )
+
+
+# --- runs, jobs, tasks -----------------------------------------------------------------------
+
+
+def run_insert(**values):
+    return sa.insert(runs).values(**values).returning(runs.c.id)
+
+
+def run_update(run_id: int, **values):
+    return sa.update(runs).where(runs.c.id == run_id).values(**values)
+
+
+def run_one(run_id: int):
+    return sa.select(runs).where(runs.c.id == run_id)
+
+
+def runs_recent(limit: int):
+    return sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+
+
+def runs_running():
+    return sa.select(runs).where(runs.c.status == "running")
+
+
+def runs_abandon(run_ids: list[int], now: int, reason: str):
+    return (
+        sa.update(runs)
+        .where(runs.c.id.in_(run_ids), runs.c.status == "running")
+        .values(status="abandoned", finished_at=now, error=reason)
+    )
+
+
+def jobs_unfinished_abandon(run_ids: list[int], now: int):
+    return (
+        sa.update(jobs)
+        .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(("pending", "running", "retrying")))
+        .values(status="cancelled", finished_at=now, updated_at=now, error="run abandoned")
+    )
+
+
+def jobs_unfinished_cancel(run_id: int, now: int, reason: str):
+    return (
+        sa.update(jobs)
+        .where(jobs.c.run_id == run_id, jobs.c.status.in_(("pending", "running", "retrying")))
+        .values(status="cancelled", finished_at=now, updated_at=now, error=reason)
+    )
+
+
+def job_insert():
+    return sa.insert(jobs)
+
+
+def jobs_of_run(run_id: int):
+    return sa.select(jobs.c.id, jobs.c.symbol).where(jobs.c.run_id == run_id)
+
+
+def job_update(job_id: int, **values):
+    return sa.update(jobs).where(jobs.c.id == job_id).values(**values)
+
+
+def jobs_latest_per_symbol():
+    latest = sa.select(sa.func.max(jobs.c.id)).group_by(jobs.c.symbol).scalar_subquery()
+    return sa.select(jobs).where(jobs.c.id.in_(latest))
+
+
+def jobs_of_symbol(symbol: str, limit: int):
+    return sa.select(jobs).where(jobs.c.symbol == symbol).order_by(jobs.c.id.desc()).limit(limit)
+
+
+def task_insert(**values):
+    return sa.insert(tasks).values(**values).returning(tasks.c.id)
+
+
+def task_update(task_id: int, **values):
+    return sa.update(tasks).where(tasks.c.id == task_id).values(**values)
+
+
+# --- quality, requests -----------------------------------------------------------------------
+
+
+def issues_insert():
+    return sa.insert(quality_issues)
+
+
+def issues_of_series(symbol: str, timeframe: str | None, limit: int):
+    stmt = sa.select(quality_issues).where(quality_issues.c.symbol == symbol)
+    if timeframe is not None:
+        stmt = stmt.where(quality_issues.c.timeframe == timeframe)
+    return stmt.order_by(quality_issues.c.id.desc()).limit(limit)
+
+
+def requests_insert():
+    return sa.insert(requests)
+
+
+def requests_prune(before: int):
+    return sa.delete(requests).where(requests.c.at < before)
+
+
+def requests_of_run(run_id: int):
+    return sa.select(sa.func.count()).where(requests.c.run_id == run_id)
+
+
+def requests_since_count(since: int, provider: str):
+    return sa.select(sa.func.count()).where(requests.c.at >= since, requests.c.provider == provider)
+
+
+# --- metrics (aggregates over a window) ------------------------------------------------------
+
+
+def metrics_requests(since: int):
+    return sa.select(
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(sa.case((requests.c.ok, 1), else_=0)), 0),
+        sa.func.avg(requests.c.latency_ms),
+    ).where(requests.c.at >= since)
+
+
+def metrics_tasks(since: int):
+    computed = tasks.c.compute_ok.is_not(None)
+    return sa.select(
+        sa.func.coalesce(sa.func.sum(tasks.c.bars_fetched), 0),
+        sa.func.coalesce(sa.func.sum(tasks.c.bars_written), 0),
+        sa.func.coalesce(sa.func.sum(sa.case((computed, 1), else_=0)), 0),
+        sa.func.coalesce(sa.func.sum(sa.case((tasks.c.compute_ok.is_(True), 1), else_=0)), 0),
+        sa.func.avg(sa.case((computed, tasks.c.compute_ms), else_=None)),
+        sa.func.coalesce(sa.func.sum(tasks.c.indicator_values), 0),
+    ).where(tasks.c.finished_at >= since)
+
+
+def metrics_issues(since: int):
+    return (
+        sa.select(quality_issues.c.kind, quality_issues.c.severity, sa.func.count())
+        .where(quality_issues.c.created_at >= since)
+        .group_by(quality_issues.c.kind, quality_issues.c.severity)
+    )
+
+
+def metrics_quality_score():
+    return sa.select(sa.func.avg(series.c.quality_score))
+
+
+# --- control and leases ----------------------------------------------------------------------
+
+
+def control_get(key: str):
+    return sa.select(control.c.value, control.c.updated_at).where(control.c.key == key)
+
+
+def control_put(dialect: str):
+    return upsert(dialect, control, ("key",))
+
+
+def control_delete(key: str):
+    return sa.delete(control).where(control.c.key == key)
+
+
+def lease_claim(dialect: str, now: int):
+    """Take the lease when it is free or expired: one atomic statement, no read-then-write."""
+    stmt = _insert(dialect, leases)
+    return stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={c.name: stmt.excluded[c.name] for c in leases.columns if c.name != "name"},
+        where=leases.c.expires_at < now,
+    )
+
+
+def lease_get(name: str):
+    return sa.select(leases).where(leases.c.name == name)
+
+
+def lease_heartbeat(name: str, run_id: int, now: int, expires: int):
+    return (
+        sa.update(leases)
+        .where(leases.c.name == name, leases.c.run_id == run_id)
+        .values(heartbeat_at=now, expires_at=expires)
+    )
+
+
+def lease_release(name: str, run_id: int):
+    return sa.delete(leases).where(leases.c.name == name, leases.c.run_id == run_id)

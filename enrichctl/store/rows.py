@@ -1,0 +1,97 @@
+"""Rows as frozen dataclasses: what the store hands to the layers above."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def row_to(cls: type[T], row: Any) -> T:
+    """Build ``cls`` from a SQLAlchemy row, taking the fields the dataclass names."""
+    mapping = row._mapping
+    return cls(**{f.name: mapping[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    trigger: str
+    status: str
+    provider: str
+    synthetic: bool
+    host: str
+    pid: int
+    started_at: int
+    finished_at: int | None
+    options: str
+    jobs_total: int
+    jobs_succeeded: int
+    jobs_failed: int
+    bars_fetched: int
+    bars_written: int
+    requests: int
+    error: str | None
+    resilience: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    run_id: int
+    symbol: str
+    asset_class: str
+    status: str
+    attempts: int
+    started_at: int | None
+    finished_at: int | None
+    duration_ms: float | None
+    bars_fetched: int
+    bars_written: int
+    error: str | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    symbol: str
+    timeframe: str
+    asset_class: str
+    provider: str
+    synthetic: bool
+    watermark: int | None
+    first_ts: int | None
+    bar_count: int
+    indicator_set: str | None
+    quality_score: float | None
+    issue_count: int
+    last_attempt_at: int | None
+    last_success_at: int | None
+    last_error: str | None
+    last_checked_at: int | None
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssueRow:
+    id: int
+    run_id: int | None
+    symbol: str
+    timeframe: str
+    kind: str
+    severity: str
+    ts: int | None
+    detail: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    name: str
+    run_id: int
+    host: str
+    pid: int
+    acquired_at: int
+    heartbeat_at: int
+    expires_at: int
