@@ -85,6 +85,16 @@ def _date(value: str | None) -> int | None:
     return int(day.timestamp() * 1000)
 
 
+def _instant(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.removesuffix("Z"))
+    except ValueError:
+        raise typer.BadParameter(f"invalid instant {value!r}: expected YYYY-MM-DDTHH:MM") from None
+    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp() * 1000)
+
+
 def _one_symbol(value: str) -> str:
     try:
         return parse_symbol(value)
@@ -153,11 +163,13 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Run even when paused.")] = False,
     trigger: Annotated[Trigger, typer.Option("--trigger", help="Who started the run.")] = Trigger.CLI,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Pretend it is this UTC instant (YYYY-MM-DDTHH:MM).")] = None,
 ) -> None:
     """Bring every selected series up to date."""
     options = service.RunOptions(
         symbols=_symbols(symbols), asset_class=asset_class, timeframes=_timeframes(timeframes),
         since=_date(since), full_refresh=full_refresh, dry_run=dry_run, force=force, trigger=trigger,
+        as_of=_instant(as_of),
     )
     settings = _settings(provider=provider)
     show_progress = not as_json and sys.stderr.isatty()

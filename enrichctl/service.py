@@ -46,6 +46,7 @@ class RunOptions:
     dry_run: bool = False
     force: bool = False
     trigger: Trigger = Trigger.CLI
+    as_of: int | None = None  # market time the run pretends it is (tests, reproducible backfills)
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class RunOptions:
             "since": ms_to_iso(self.since),
             "full_refresh": self.full_refresh,
             "force": self.force,
+            "as_of": ms_to_iso(self.as_of),
         }
 
 
@@ -126,15 +128,19 @@ async def run(settings: Settings, options: RunOptions, progress: ProgressHook | 
     indicators = IndicatorSet(settings.indicators)
     calendar = SessionCalendar()
     records: list[RequestRecord] = []
-    provider = provider_create(settings, calendar, records.append)
+    as_of = options.as_of
+    provider = provider_create(
+        settings, calendar, records.append, clock=(lambda: as_of) if as_of is not None else now_ms
+    )
     report = RunReport("running", provider.name, provider.synthetic, started_at=now_ms())
+    market_now = as_of if as_of is not None else report.started_at
     try:
         async with store_open(settings) as store:
             if options.trigger is Trigger.TIMER and not options.force and not options.dry_run:
                 if (pause := await store.control_get(PAUSE_KEY)) is not None:
                     return await _skip(store, report, options, pause)
             plan = await plan_build(
-                store, calendar, provider, settings, instruments, timeframes, now=report.started_at,
+                store, calendar, provider, settings, instruments, timeframes, now=market_now,
                 since=options.since, full_refresh=options.full_refresh,
                 indicator_fingerprint=indicators.fingerprint,
             )
@@ -143,7 +149,7 @@ async def run(settings: Settings, options: RunOptions, progress: ProgressHook | 
                 report.status = "planned"
                 report.finished_at = now_ms()
                 return report
-            ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, report.started_at)
+            ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
             await _run_with_lease(settings, store, ctx, plan, options, report, records, progress)
             return report
     finally:

@@ -56,16 +56,19 @@ class Provider(Protocol):
 
 
 def provider_create(
-    settings: Settings, calendar: SessionCalendar, sink: RequestSink
+    settings: Settings, calendar: SessionCalendar, sink: RequestSink,
+    clock: Callable[[], int] | None = None,
 ) -> Provider:
-    """Build the configured provider; raises ConfigError when it cannot be used as configured."""
+    """Build the configured provider; raises ConfigError when it cannot be used as configured.
+    ``clock`` (epoch ms) is the provider's idea of now: no bar that is incomplete then."""
+    from enrichctl.domain import now_ms
     from enrichctl.errors import ConfigError
 
     name = settings.provider
     if name == "demo":
         from enrichctl.providers.demo import DemoProvider
 
-        return DemoProvider(calendar, sink=sink)
+        return DemoProvider(calendar, sink=sink, clock=clock or now_ms)
     if name == "polygon":
         if settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value():
             raise ConfigError(
