@@ -22,19 +22,25 @@ CALENDAR_START = "1990-01-01"
 
 
 def day_start_ms(day: np.ndarray) -> np.ndarray:
-    """Midnight America/New_York of each UTC-midnight day (epoch ms), as int64 epoch ms."""
-    out = np.empty(day.shape[0], dtype=np.int64)
-    for i, ms in enumerate(day.tolist()):
-        d = datetime.fromtimestamp(ms / 1000, tz=UTC)
-        local = datetime(d.year, d.month, d.day, tzinfo=NEW_YORK)
-        out[i] = int(local.timestamp() * 1000)
-    return out
+    """Midnight America/New_York of each UTC-midnight day (epoch ms), as int64 epoch ms.
+
+    Midnight always exists in New York (clocks change at 02:00), so localising is unambiguous."""
+    import pandas as pd  # exchange-calendars depends on it; imported with the calendar
+
+    local = pd.to_datetime(np.asarray(day, dtype=np.int64), unit="ms").tz_localize(NEW_YORK)
+    return local.as_unit("ms").asi8.astype(np.int64)
 
 
 def ny_midnight_ms(ms: int) -> int:
     """Midnight New York of the New York day that contains ``ms``."""
     local = datetime.fromtimestamp(ms / 1000, tz=NEW_YORK)
     return int(datetime(local.year, local.month, local.day, tzinfo=NEW_YORK).timestamp() * 1000)
+
+
+def _epoch_ms(column) -> np.ndarray:
+    """A tz-aware pandas column as int64 epoch ms."""
+    return (column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ms]")
+            .astype(np.int64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +62,8 @@ class SessionCalendar:
         schedule = cal.schedule
         utc_days = schedule.index.values.astype("datetime64[ms]").astype(np.int64)
         self._day = day_start_ms(utc_days)
-        self._open = schedule["open"].values.astype("datetime64[ms]").astype(np.int64)
-        self._close = schedule["close"].values.astype("datetime64[ms]").astype(np.int64)
+        self._open = _epoch_ms(schedule["open"])
+        self._close = _epoch_ms(schedule["close"])
         self.first_ms = int(self._day[0])
         self.last_ms = int(self._day[-1])
 
