@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -121,6 +121,11 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(main())
 
 
+async def _with_session(settings: Settings, use: Callable[[service.Session], Awaitable[T]]) -> T:
+    async with service.session_open(settings) as session:
+        return await use(session)
+
+
 def _print_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -191,11 +196,11 @@ def status(
     """Where every symbol stands."""
     settings = _settings()
     if symbol is not None:
-        doc = _run(service.job_status(settings, _one_symbol(symbol)))
+        doc = _run(_with_session(settings, lambda s: s.job_status(_one_symbol(symbol))))
         _print_json(doc) if as_json else render.job_status(doc)
         health = service.health_of_symbol(doc)
     else:
-        doc = _run(service.overview(settings))
+        doc = _run(_with_session(settings, lambda s: s.overview()))
         _print_json(doc) if as_json else render.overview(doc)
         health = service.health(doc)
     if check:
@@ -211,14 +216,14 @@ def history(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Recent runs."""
-    doc = _run(service.history(_settings(), limit))
+    doc = _run(_with_session(_settings(), lambda s: s.history(limit)))
     _print_json(doc) if as_json else render.history(doc)
 
 
 @app.command()
 def metrics(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Fetch, compute and data-quality metrics of the last 24 hours."""
-    doc = _run(service.metrics(_settings()))
+    doc = _run(_with_session(_settings(), lambda s: s.metrics()))
     _print_json(doc) if as_json else render.metrics(doc)
 
 
@@ -228,14 +233,14 @@ def pause(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Pause timer runs (they record a skipped run) until resume."""
-    doc = _run(service.pause(_settings(), reason))
+    doc = _run(_with_session(_settings(), lambda s: s.pause(reason)))
     _print_json(doc) if as_json else typer.echo(f"paused since {doc['since']}" + (f": {reason}" if reason else ""))
 
 
 @app.command()
 def resume(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Resume timer runs."""
-    doc = _run(service.resume(_settings()))
+    doc = _run(_with_session(_settings(), lambda s: s.resume()))
     _print_json(doc) if as_json else typer.echo("resumed" if doc["was_paused"] else "was not paused")
 
 

@@ -285,28 +285,66 @@ def _run_status(jobs: list[JobResult]) -> RunStatus:
     return RunStatus.FAILED if failed == len(jobs) else RunStatus.PARTIAL
 
 
-# --- control ---------------------------------------------------------------------------------
+# --- control and documents: one Session serves a CLI command or a whole `serve` process -----
 
 
-async def pause(settings: Settings, reason: str | None, by: str | None = None) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        value = {
-            "paused": True,
-            "reason": reason,
-            "by": by or _who(),
-            "since": ms_to_iso(now_ms()),
-        }
-        await store.control_put(PAUSE_KEY, value)
+class Session:
+    """An open store (and, lazily, the calendar) with the use cases that read or steer it.
+
+    The CLI opens one per command; ``serve`` keeps one for its lifetime, so a request costs
+    queries only."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._calendar: SessionCalendar | None = None
+
+    @property
+    def calendar(self) -> SessionCalendar:
+        if self._calendar is None:
+            self._calendar = SessionCalendar()
+        return self._calendar
+
+    async def overview(self) -> dict[str, Any]:
+        return await dashboard.overview(self.store, self.settings, self.calendar, now_ms())
+
+    async def health(self) -> dict[str, Any]:
+        return dashboard.health_from_overview(await self.overview())
+
+    async def job_status(self, symbol: str) -> dict[str, Any]:
+        return await dashboard.job_status(self.store, self.settings, self.calendar, symbol, now_ms())
+
+    async def history(self, limit: int) -> dict[str, Any]:
+        return await dashboard.history(self.store, limit)
+
+    async def metrics(self) -> dict[str, Any]:
+        return await dashboard.metrics(self.store, self.settings, now_ms())
+
+    async def pause(self, reason: str | None, by: str | None = None) -> dict[str, Any]:
+        value = {"paused": True, "reason": reason, "by": by or _who(), "since": ms_to_iso(now_ms())}
+        await self.store.control_put(PAUSE_KEY, value)
         log_event(log, logging.INFO, "enrichment_paused", reason=reason, by=value["by"])
         return value
 
-
-async def resume(settings: Settings) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        was = await store.control_get(PAUSE_KEY)
-        await store.control_delete(PAUSE_KEY)
+    async def resume(self) -> dict[str, Any]:
+        was = await self.store.control_get(PAUSE_KEY)
+        await self.store.control_delete(PAUSE_KEY)
         log_event(log, logging.INFO, "enrichment_resumed", was_paused=was is not None)
         return {"paused": False, "was_paused": was is not None}
+
+    async def active_run(self) -> dict[str, Any] | None:
+        """The live holder of the run lease, or None (an expired lease is not live)."""
+        lease = await self.store.lease_get()
+        if lease is None or lease.expires_at < now_ms():
+            return None
+        return {"run_id": lease.run_id, "host": lease.host, "pid": lease.pid,
+                "heartbeat_at": ms_to_iso(lease.heartbeat_at)}
+
+
+@asynccontextmanager
+async def session_open(settings: Settings) -> AsyncIterator[Session]:
+    async with store_open(settings) as store:
+        yield Session(settings, store)
 
 
 def _who() -> str:
@@ -317,35 +355,12 @@ def _who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-# --- documents -------------------------------------------------------------------------------
-
-
-async def overview(settings: Settings) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        return await dashboard.overview(store, settings, SessionCalendar(), now_ms())
-
-
-async def job_status(settings: Settings, symbol: str) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        return await dashboard.job_status(store, settings, SessionCalendar(), symbol, now_ms())
-
-
 def health(overview_doc: dict[str, Any]) -> dict[str, Any]:
     return dashboard.health_from_overview(overview_doc)
 
 
 def health_of_symbol(job_status_doc: dict[str, Any]) -> dict[str, Any]:
     return dashboard.health_of_symbol(job_status_doc, job_status_doc.get("generated_at"))
-
-
-async def history(settings: Settings, limit: int) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        return await dashboard.history(store, limit)
-
-
-async def metrics(settings: Settings) -> dict[str, Any]:
-    async with store_open(settings) as store:
-        return await dashboard.metrics(store, settings, now_ms())
 
 
 async def db_upgrade(settings: Settings) -> dict[str, Any]:

@@ -262,7 +262,7 @@ class DemoProvider:
                 latency_ms=latency_ms,
                 attempt=1,
                 bars=bars,
-                at_ms=self._clock(),
+                at_ms=now_ms(),  # when the call happened, not the market time the clock pins
             )
         )
 
