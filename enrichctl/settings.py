@@ -107,6 +107,21 @@ class QualitySettings(_Section):
     stale_after_bars: int = Field(2, ge=1, description="stale when this many complete bars are missing")
 
 
+class NotifySettings(_Section):
+    ping_url: str | None = Field(
+        None, description="dead-man's switch: GET <url>/start, <url> on success, <url>/fail"
+    )
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class ScheduleSettings(_Section):
+    on_calendar: str = Field("*-*-* 01:30:00 UTC", description="systemd OnCalendar= of the timer")
+    randomized_delay_seconds: int = Field(900, ge=0, description="spread hosts; fixed per host")
+    pause_alert_hours: float = Field(
+        72.0, gt=0, description="status --check is unhealthy when paused longer than this"
+    )
+
+
 class ServeSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -143,6 +158,8 @@ class Settings(BaseSettings):
     resilience: ResilienceSettings = ResilienceSettings()
     quality: QualitySettings = QualitySettings()
     serve: ServeSettings = ServeSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    notify: NotifySettings = NotifySettings()
 
     @field_validator("history_days", mode="after")
     @classmethod
