@@ -109,13 +109,19 @@ async def _symbols(store: Store, settings: Settings, calendar: SessionCalendar, 
     ]
 
 
-async def _scheduler(store: Store) -> dict[str, Any]:
+async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, Any]:
     pause = await store.control_get("pause")
     return {
         "paused": pause is not None,
         "paused_reason": pause.get("reason") if pause else None,
         "paused_by": pause.get("by") if pause else None,
         "paused_since": pause.get("since") if pause else None,
+        "paused_since_ms": pause.get("since_ms") if pause else None,
+        "paused_too_long": bool(
+            pause and pause.get("since_ms")
+            and now - pause["since_ms"] > settings.schedule.pause_alert_hours * 3_600_000
+        ),
+        "pause_alert_hours": settings.schedule.pause_alert_hours,
     }
 
 
@@ -127,7 +133,7 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
     resilience = next((json.loads(r.resilience) for r in runs if r.resilience), None)
     return {
         "generated_at": ms_to_iso(now),
-        "scheduler": await _scheduler(store),
+        "scheduler": await _scheduler(store, settings, now),
         "last_run": run_doc(finished) if finished else None,
         "active_run": run_doc(active) if active else None,
         "abandoned_runs": [run_doc(r) for r in runs if r.status == "abandoned"],
@@ -168,7 +174,11 @@ def _health(symbols: list[dict[str, Any]], scheduler: dict[str, Any] | None, gen
                 )
         if s["status"] == "never_run":
             degraded.append(f"{s['symbol']}: never run")
-    if scheduler is not None and scheduler["paused"]:
+    if scheduler is not None and scheduler["paused_too_long"]:
+        unhealthy.append(f"scheduler paused for more than {scheduler['pause_alert_hours']:g} h "
+                         f"(since {scheduler['paused_since']}): "
+                         f"{scheduler['paused_reason'] or 'no reason given'}")
+    elif scheduler is not None and scheduler["paused"]:
         degraded.append(f"scheduler paused since {scheduler['paused_since']}: "
                         f"{scheduler['paused_reason'] or 'no reason given'}")
     status = "unhealthy" if unhealthy else ("degraded" if degraded else "healthy")

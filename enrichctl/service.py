@@ -215,7 +215,7 @@ async def _run_start(store: Store, report: RunReport, options: RunOptions) -> in
     """Take the run lease (exit 75 when another live run holds it); abandon dead runs."""
     lease = await store.lease_get()
     now = now_ms()
-    if lease is not None and lease.expires_at >= now:
+    if lease is not None and lease.expires_at >= now and _holder_alive(lease.host, lease.pid):
         age = (now - lease.heartbeat_at) / 1000
         raise RunActive(
             f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
@@ -240,6 +240,20 @@ async def _run_start(store: Store, report: RunReport, options: RunOptions) -> in
                                error=f"lost the lease to run {holder.run_id}")
         raise RunActive(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
     return run_id
+
+
+def _holder_alive(host: str, pid: int) -> bool:
+    """A lease holder on this host whose process is gone is dead now, not at lease expiry;
+    on another host only the expiry can tell."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 async def _heartbeat(store: Store, run_id: int) -> None:
@@ -321,7 +335,9 @@ class Session:
         return await dashboard.metrics(self.store, self.settings, now_ms())
 
     async def pause(self, reason: str | None, by: str | None = None) -> dict[str, Any]:
-        value = {"paused": True, "reason": reason, "by": by or _who(), "since": ms_to_iso(now_ms())}
+        now = now_ms()
+        value = {"paused": True, "reason": reason, "by": by or _who(), "since": ms_to_iso(now),
+                 "since_ms": now}
         await self.store.control_put(PAUSE_KEY, value)
         log_event(log, logging.INFO, "enrichment_paused", reason=reason, by=value["by"])
         return value
