@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import talib
 
 from enrichctl.domain import Bars
 
@@ -45,6 +44,14 @@ COLUMN_RE = re.compile(r"[a-z][a-z0-9_]*")  # used with fullmatch: "$" would let
 # crossing). Hence warmup = TA-Lib lookback + n(decay), n = ceil(ln(1e-18) / ln(decay)):
 # EMA decay (p-1)/(p+1) -> ema_26: 25 + 539 bars; Wilder decay (p-1)/p -> rsi_14: 14 + 560.
 SEED_RESIDUAL = 1e-18
+
+
+def _ta():
+    """TA-Lib, imported on first use: it pulls in pandas, which commands like ``status`` and
+    settings validation do not need."""
+    import talib
+
+    return talib
 
 
 def _smoothing_bars(decay: float) -> int:
@@ -124,40 +131,40 @@ def _volatility(params: tuple[int, ...], x: _Inputs) -> tuple[np.ndarray]:
 
 def _macd(params: tuple[int, ...], x: _Inputs) -> tuple[np.ndarray, ...]:
     fast, slow, signal = params
-    return talib.MACD(x.close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
+    return _ta().MACD(x.close, fastperiod=fast, slowperiod=slow, signalperiod=signal)
 
 
 def _bbands(params: tuple[int, ...], x: _Inputs) -> tuple[np.ndarray, ...]:
     period, nbdev = params
-    return talib.BBANDS(
-        x.close, timeperiod=period, nbdevup=nbdev, nbdevdn=nbdev, matype=talib.MA_Type.SMA
+    return _ta().BBANDS(
+        x.close, timeperiod=period, nbdevup=nbdev, nbdevdn=nbdev, matype=_ta().MA_Type.SMA
     )
 
 
 _KINDS: dict[str, _Kind] = {
     "sma": _Kind(
-        "sma_N", 1, _own_column, lambda p: p[0] - 1, lambda p, x: (talib.SMA(x.close, p[0]),)
+        "sma_N", 1, _own_column, lambda p: p[0] - 1, lambda p, x: (_ta().SMA(x.close, p[0]),)
     ),
     "ema": _Kind(
         "ema_N",
         1,
         _own_column,
         lambda p: p[0] - 1 + _ema_bars(p[0]),
-        lambda p, x: (talib.EMA(x.close, p[0]),),
+        lambda p, x: (_ta().EMA(x.close, p[0]),),
     ),
     "rsi": _Kind(
         "rsi_N",
         1,
         _own_column,
         lambda p: p[0] + _wilder_bars(p[0]),
-        lambda p, x: (talib.RSI(x.close, p[0]),),
+        lambda p, x: (_ta().RSI(x.close, p[0]),),
     ),
     "atr": _Kind(
         "atr_N",
         1,
         _own_column,
         lambda p: p[0] + _wilder_bars(p[0]),
-        lambda p, x: (talib.ATR(x.high, x.low, x.close, p[0]),),
+        lambda p, x: (_ta().ATR(x.high, x.low, x.close, p[0]),),
     ),
     "macd": _Kind(
         "macd_FAST_SLOW_SIGNAL",
