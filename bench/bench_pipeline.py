@@ -39,9 +39,11 @@ FOREIGN_ENV = ("DATABASE_URL", "POLYGON_API_KEY", "CREDENTIALS_DIRECTORY", "STAT
 
 @dataclass(frozen=True, slots=True)
 class ChildRun:
-    """One finished child process: wall seconds from spawn to reap, its peak RSS, its output."""
+    """One finished child process: wall seconds from spawn to reap, its CPU seconds (user +
+    system, all threads), its peak RSS, its output."""
 
     seconds: float
+    cpu_seconds: float
     peak_rss_mb: float
     returncode: int
     stdout: str
@@ -56,7 +58,11 @@ class Figures:
     floor_s: float
     end_to_end_s: float
     ratio: float
+    floor_cpu_s: float
+    end_to_end_cpu_s: float
+    cpu_ratio: float  # steadier than the wall ratio when other work shares the cores
     startup_s: float
+    fixed_run_s: float  # a run with next to nothing to do: imports, settings, calendar, store open
     in_run_s: float  # the CLI's own duration_s: after start-up and settings, before exit
     incremental_noop_s: float
     incremental_next_day_s: float
@@ -83,7 +89,9 @@ def enrichctl_path() -> str:
 def child_env(work: Path) -> dict[str, str]:
     """This environment minus anything that would configure enrichctl behind our back."""
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith("ENRICHCTL_") and k not in FOREIGN_ENV
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ENRICHCTL_") and k not in FOREIGN_ENV
     }
     env.update(XDG_CONFIG_HOME=str(work / "xdg-config"), XDG_DATA_HOME=str(work / "xdg-data"))
     return env
@@ -99,18 +107,37 @@ def child_run(argv: list[str], work: Path) -> ChildRun:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return ChildRun(seconds, usage.ru_maxrss * 1024 / 1e6, proc.returncode, out.read(), err.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        rss = usage.ru_maxrss * 1024 / 1e6
+        return ChildRun(seconds, cpu, rss, proc.returncode, out.read(), err.read())
 
 
-def cli_argv(db: Path, config: Path, symbols: list[str], as_of: str) -> list[str]:
+def cli_argv(db: Path, config: Path, symbols: list[str], as_of: str, *extra: str) -> list[str]:
     return [
-        enrichctl_path(), "--config", str(config), "--database-url", f"sqlite:///{db}",
-        "--log-level", "WARNING", "run", "--provider", "demo", "--symbols", ",".join(symbols),
-        "--timeframes", "1d", "--as-of", as_of, "--json",
+        enrichctl_path(),
+        "--config",
+        str(config),
+        "--database-url",
+        f"sqlite:///{db}",
+        "--log-level",
+        "WARNING",
+        "run",
+        "--provider",
+        "demo",
+        "--symbols",
+        ",".join(symbols),
+        "--timeframes",
+        "1d",
+        "--as-of",
+        as_of,
+        "--json",
+        *extra,
     ]
 
 
-def cli_run(db: Path, config: Path, symbols: list[str], as_of: str, work: Path) -> tuple[ChildRun, dict]:
+def cli_run(
+    db: Path, config: Path, symbols: list[str], as_of: str, work: Path
+) -> tuple[ChildRun, dict]:
     """One ``enrichctl run``; exits the benchmark when the run itself failed."""
     done = child_run(cli_argv(db, config, symbols, as_of), work)
     if done.returncode != 0:
@@ -120,8 +147,16 @@ def cli_run(db: Path, config: Path, symbols: list[str], as_of: str, work: Path) 
 
 def floor_run(db: Path, symbols: list[str], history_days: int, work: Path) -> dict:
     argv = [
-        sys.executable, str(HERE / "_floor.py"), "--db", str(db), "--symbols", ",".join(symbols),
-        "--as-of", AS_OF, "--history-days", str(history_days),
+        sys.executable,
+        str(HERE / "_floor.py"),
+        "--db",
+        str(db),
+        "--symbols",
+        ",".join(symbols),
+        "--as-of",
+        AS_OF,
+        "--history-days",
+        str(history_days),
     ]
     done = child_run(argv, work)
     if done.returncode != 0:
@@ -145,7 +180,10 @@ def table_digest(db: Path, table: str) -> tuple[int, list[float]]:
 def same_rows(cli_db: Path, floor_db: Path) -> tuple[bool, bool, str]:
     """(counts equal, contents equal, a description of the first difference)."""
     for table in ("bars", "indicators"):
-        (n_cli, sums_cli), (n_floor, sums_floor) = table_digest(cli_db, table), table_digest(floor_db, table)
+        (n_cli, sums_cli), (n_floor, sums_floor) = (
+            table_digest(cli_db, table),
+            table_digest(floor_db, table),
+        )
         if n_cli != n_floor:
             return False, False, f"{table}: the CLI stored {n_cli} rows, the floor {n_floor}"
         if len(sums_cli) != len(sums_floor) or any(
@@ -155,9 +193,9 @@ def same_rows(cli_db: Path, floor_db: Path) -> tuple[bool, bool, str]:
     return True, True, ""
 
 
-def startup_seconds(work: Path) -> float:
-    """Best wall time of ``enrichctl --version``: interpreter start plus the CLI's imports."""
-    return min(child_run([enrichctl_path(), "--version"], work).seconds for _ in range(STARTUP_TRIES))
+def best_seconds(argv: list[str], work: Path) -> float:
+    """Best wall time of a short command over a few tries."""
+    return min(child_run(argv, work).seconds for _ in range(STARTUP_TRIES))
 
 
 def measure(symbols: list[str], years: int, repeat: int, work: Path) -> Figures:
@@ -176,27 +214,50 @@ def measure(symbols: list[str], years: int, repeat: int, work: Path) -> Figures:
         db = here / "bench.db"
         first, report = cli_run(db, config, symbols, AS_OF, work)
         match, same, why = same_rows(db, here / "floor.db")
-        if not same:
+        if not match:
+            print(f"bench: BROKEN, the two databases differ: {why}", file=sys.stderr)
+        elif not same:
             print(f"bench: WARNING: {why}", file=sys.stderr)
         rows_match, content_match = rows_match and match, content_match and same
         noop, _ = cli_run(db, config, symbols, AS_OF, work)
         next_day, _ = cli_run(db, config, symbols, NEXT_DAY, work)
         for name, value in (
-            ("floor", floor["seconds"]), ("e2e", first.seconds), ("in_run", report["duration_s"]),
-            ("noop", noop.seconds), ("next_day", next_day.seconds),
+            ("floor", floor["seconds"]),
+            ("e2e", first.seconds),
+            ("floor_cpu", floor["cpu_seconds"]),
+            ("e2e_cpu", first.cpu_seconds),
+            ("in_run", report["duration_s"]),
+            ("noop", noop.seconds),
+            ("next_day", next_day.seconds),
         ):
             best[name] = min(best.get(name, value), value)
         rss = max(rss, first.peak_rss_mb)
         rss_incremental = max(rss_incremental, noop.peak_rss_mb, next_day.peak_rss_mb)
-    startup = startup_seconds(work)
+    startup = best_seconds([enrichctl_path(), "--version"], work)
+    # Plans one series of the filled database and stops: the cost every run pays before work.
+    fixed = best_seconds(cli_argv(db, config, symbols[:1], NEXT_DAY, "--dry-run"), work)
     return Figures(
-        symbols=len(symbols), years=years, repeat=repeat,
-        floor_s=best["floor"], end_to_end_s=best["e2e"], ratio=best["e2e"] / best["floor"],
-        startup_s=startup, in_run_s=best["in_run"], incremental_noop_s=best["noop"],
-        incremental_next_day_s=best["next_day"], peak_rss_mb=rss,
-        incremental_peak_rss_mb=rss_incremental, bars=report["bars_written"],
-        indicator_rows=floor["indicator_rows"], bars_per_s=report["bars_written"] / best["e2e"],
-        floor_rows_match=rows_match, floor_content_match=content_match,
+        symbols=len(symbols),
+        years=years,
+        repeat=repeat,
+        floor_s=best["floor"],
+        end_to_end_s=best["e2e"],
+        ratio=best["e2e"] / best["floor"],
+        floor_cpu_s=best["floor_cpu"],
+        end_to_end_cpu_s=best["e2e_cpu"],
+        cpu_ratio=best["e2e_cpu"] / best["floor_cpu"],
+        startup_s=startup,
+        fixed_run_s=fixed,
+        in_run_s=best["in_run"],
+        incremental_noop_s=best["noop"],
+        incremental_next_day_s=best["next_day"],
+        peak_rss_mb=rss,
+        incremental_peak_rss_mb=rss_incremental,
+        bars=report["bars_written"],
+        indicator_rows=floor["indicator_rows"],
+        bars_per_s=report["bars_written"] / best["e2e"],
+        floor_rows_match=rows_match,
+        floor_content_match=content_match,
     )
 
 
@@ -207,12 +268,24 @@ def table(f: Figures) -> str:
     lines = [
         ("floor (sqlite3 executemany, 1 tx)", f"{f.floor_s:8.2f} s", ""),
         ("end to end (enrichctl run, cold db)", f"{f.end_to_end_s:8.2f} s", ""),
-        ("ratio end to end / floor", f"{f.ratio:8.2f} x",
-         f"target <= {RATIO_TARGET:.1f}: {verdict(f.ratio <= RATIO_TARGET)}"),
+        (
+            "ratio end to end / floor",
+            f"{f.ratio:8.2f} x",
+            f"target <= {RATIO_TARGET:.1f}: {verdict(f.ratio <= RATIO_TARGET)}",
+        ),
+        (
+            "ratio of CPU times (user + system)",
+            f"{f.cpu_ratio:8.2f} x",
+            f"{f.end_to_end_cpu_s:.2f} s / {f.floor_cpu_s:.2f} s; steadier on a busy machine",
+        ),
         ("  of which start-up (--version)", f"{f.startup_s:8.2f} s", ""),
         ("  of which the run itself (duration_s)", f"{f.in_run_s:8.2f} s", ""),
-        ("peak RSS, cold run", f"{f.peak_rss_mb:8.1f} MB",
-         f"target < {RSS_TARGET_MB:.0f}: {verdict(f.peak_rss_mb < RSS_TARGET_MB)}"),
+        ("fixed cost of a run (--dry-run, 1 series)", f"{f.fixed_run_s:8.2f} s", ""),
+        (
+            "peak RSS, cold run",
+            f"{f.peak_rss_mb:8.1f} MB",
+            f"target < {RSS_TARGET_MB:.0f}: {verdict(f.peak_rss_mb < RSS_TARGET_MB)}",
+        ),
         ("incremental run, nothing new", f"{f.incremental_noop_s:8.2f} s", ""),
         ("incremental run, one new day", f"{f.incremental_next_day_s:8.2f} s", ""),
         ("peak RSS, incremental runs", f"{f.incremental_peak_rss_mb:8.1f} MB", ""),
@@ -232,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="best of K (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="afterwards, profile one cold run (cProfile) and the imports into DIR")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="afterwards, profile a cold run (cProfile) and the imports of a run into DIR",
+    )
     args = parser.parse_args(argv)
     if args.symbols < 1 or args.years < 1 or args.repeat < 1:
         parser.error("--symbols, --years and --repeat must be at least 1")
@@ -244,11 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(symbols, args.years, args.repeat, work)
         print(json.dumps(asdict(figures), indent=2) if args.json else table(figures))
         if args.profile is not None:
-            from _profile import profile_report  # noqa: PLC0415 - only when asked
+            from _profile import profile_report  # only when asked
 
             config = work / "bench.toml"
-            argv_cold = cli_argv(work / "profile.db", config, symbols, AS_OF)
-            print(profile_report(argv_cold, args.profile, child_env(work), work))
+            cold = cli_argv(work / "profile.db", config, symbols, AS_OF)
+            fixed = cli_argv(work / "profile.db", config, symbols[:1], NEXT_DAY, "--dry-run")
+            print(profile_report(cold, fixed, args.profile, child_env(work), work))
     finally:
         if args.keep:
             print(f"bench: kept {work}", file=sys.stderr)

@@ -3,6 +3,10 @@
 Errors become one line on stderr and the documented exit code (see ``errors.py``):
 0 done, 1 some symbols failed, 2 usage, 3 unhealthy (``status --check``), 75 try later,
 78 configuration.
+
+``service`` (and with it SQLAlchemy, TA-Lib, exchange-calendars) is imported inside the commands,
+after every argument is parsed: ``--help``, ``--version`` and bad input answer in a fraction of
+the start-up time of a real command.
 """
 
 from __future__ import annotations
@@ -16,16 +20,20 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
 
-from enrichctl import render, service
+from enrichctl import render
 from enrichctl.domain import AssetClass, Timeframe, Trigger, parse_symbol, parse_timeframe
 from enrichctl.errors import EXIT_FAILED, EXIT_UNHEALTHY, EXIT_USAGE, EnrichError
 from enrichctl.logs import logging_setup
 from enrichctl.settings import Settings, settings_load, settings_redacted
+
+if TYPE_CHECKING:
+    from enrichctl import service
 
 T = TypeVar("T")
 
@@ -51,47 +59,52 @@ class State:
 STATE = State()
 
 
-# --- parsing helpers (each raises a one-line usage error) ------------------------------------
+# --- parsing helpers (each raises a one-line usage error naming the option) ------------------
 
 
-def _symbols(value: str | None) -> list[str] | None:
+def _symbols(value: str | None, hint: str = "--symbols") -> list[str] | None:
     if value is None:
         return None
     try:
         symbols = [parse_symbol(s) for s in value.split(",") if s.strip()]
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     if not symbols:
-        raise typer.BadParameter("no symbol given")
+        raise typer.BadParameter("no symbol given", param_hint=hint)
     return symbols
 
 
-def _timeframes(value: str | None) -> tuple[Timeframe, ...] | None:
+def _timeframes(value: str | None, hint: str = "--timeframes") -> tuple[Timeframe, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(dict.fromkeys(parse_timeframe(t) for t in value.split(",") if t.strip()))
+        chosen = tuple(dict.fromkeys(parse_timeframe(t) for t in value.split(",") if t.strip()))
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
+    if not chosen:
+        raise typer.BadParameter("no timeframe given", param_hint=hint)
+    return chosen
 
 
-def _date(value: str | None) -> int | None:
+def _date(value: str | None, hint: str) -> int | None:
     if value is None:
         return None
     try:
         day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
-        raise typer.BadParameter(f"invalid date {value!r}: expected YYYY-MM-DD") from None
+        raise typer.BadParameter(f"invalid date {value!r}: expected YYYY-MM-DD", param_hint=hint) from None
     return int(day.timestamp() * 1000)
 
 
-def _instant(value: str | None) -> int | None:
+def _instant(value: str | None, hint: str = "--as-of") -> int | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value.removesuffix("Z"))
     except ValueError:
-        raise typer.BadParameter(f"invalid instant {value!r}: expected YYYY-MM-DDTHH:MM") from None
+        raise typer.BadParameter(
+            f"invalid instant {value!r}: expected YYYY-MM-DDTHH:MM", param_hint=hint
+        ) from None
     return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp() * 1000)
 
 
@@ -99,7 +112,14 @@ def _one_symbol(value: str) -> str:
     try:
         return parse_symbol(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint="SYMBOL") from None
+
+
+def _service() -> ModuleType:
+    """The use cases, imported once the arguments are known to be good (see the module doc)."""
+    from enrichctl import service
+
+    return service
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -122,7 +142,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _with_session(settings: Settings, use: Callable[[service.Session], Awaitable[T]]) -> T:
-    async with service.session_open(settings) as session:
+    async with _service().session_open(settings) as session:
         return await use(session)
 
 
@@ -161,7 +181,7 @@ def run(
     symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated tickers (default: the configured universe).")] = None,
     asset_class: Annotated[AssetClass | None, typer.Option("--asset-class", help="Only this asset class.")] = None,
     timeframes: Annotated[str | None, typer.Option("--timeframes", "-t", help="Comma-separated, e.g. 1d,1h.")] = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="polygon or demo (synthetic, offline).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", click_type=click.Choice(["polygon", "demo"]), help="polygon or demo (synthetic, offline).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="History start YYYY-MM-DD for new or refreshed series.")] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Refetch and replace whole series.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
@@ -171,20 +191,22 @@ def run(
     as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Pretend it is this UTC instant (YYYY-MM-DDTHH:MM).")] = None,
 ) -> None:
     """Bring every selected series up to date."""
-    options = service.RunOptions(
+    parsed: dict[str, Any] = dict(
         symbols=_symbols(symbols), asset_class=asset_class, timeframes=_timeframes(timeframes),
-        since=_date(since), full_refresh=full_refresh, dry_run=dry_run, force=force, trigger=trigger,
-        as_of=_instant(as_of),
+        since=_date(since, "--since"), full_refresh=full_refresh, dry_run=dry_run, force=force,
+        trigger=trigger, as_of=_instant(as_of),
     )
     settings = _settings(provider=provider)
+    svc = _service()
+    options = svc.RunOptions(**parsed)
     show_progress = not as_json and sys.stderr.isatty()
     with render.RunProgress(enabled=show_progress) as progress:
-        report = _run(service.run(settings, options, progress.hook))
+        report = _run(svc.run(settings, options, progress.hook))
     if as_json:
         _print_json(report.doc())
     else:
         render.run_report(report.doc())
-    raise typer.Exit(service.exit_code_of(report))
+    raise typer.Exit(svc.exit_code_of(report))
 
 
 @app.command()
@@ -194,15 +216,17 @@ def status(
     check: Annotated[bool, typer.Option("--check", help="Exit 3 when anything failed or is stale.")] = False,
 ) -> None:
     """Where every symbol stands."""
+    one = _one_symbol(symbol) if symbol is not None else None
     settings = _settings()
-    if symbol is not None:
-        doc = _run(_with_session(settings, lambda s: s.job_status(_one_symbol(symbol))))
+    svc = _service()
+    if one is not None:
+        doc = _run(_with_session(settings, lambda s: s.job_status(one)))
         _print_json(doc) if as_json else render.job_status(doc)
-        health = service.health_of_symbol(doc)
+        health = svc.health_of_symbol(doc)
     else:
         doc = _run(_with_session(settings, lambda s: s.overview()))
         _print_json(doc) if as_json else render.overview(doc)
-        health = service.health(doc)
+        health = svc.health(doc)
     if check:
         if not as_json:
             render.health(health)
@@ -255,17 +279,22 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default: stdout).")] = None,
 ) -> None:
     """The stored bars of one series, ordered by time."""
-    from enrichctl import exports
-
     if fmt not in ("csv", "jsonl"):
         raise typer.BadParameter("expected csv or jsonl", param_hint="--format")
-    tf = _timeframes(timeframe)
-    assert tf is not None
-    start, end = _date(since), _date(until)
+    one = _one_symbol(symbol)
+    tf = _timeframes(timeframe, "--timeframe")
+    if tf is None or len(tf) != 1:
+        raise typer.BadParameter("expected exactly one timeframe", param_hint="--timeframe")
+    start, end = _date(since, "--since"), _date(until, "--until")
     if end is not None:
         end += 86_400_000 - 1  # the whole --until day
-    request = exports.ExportRequest(_one_symbol(symbol), tf[0], start, end, indicators, fmt)
-    count = _run(exports.export(_settings(), request, output))
+    if start is not None and end is not None and start > end:
+        raise typer.BadParameter("--since is after --until", param_hint="--since")
+    settings = _settings()
+    from enrichctl import exports
+
+    request = exports.ExportRequest(one, tf[0], start, end, indicators, fmt)
+    count = _run(exports.export(settings, request, output))
     if output is not None:
         typer.echo(f"wrote {count} bars to {output}", err=True)
 
@@ -277,9 +306,11 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-check stored series (gaps, OHLC, duplicates); exit 1 when anything is off."""
+    one = _one_symbol(symbol) if symbol is not None else None
+    settings = _settings()
     from enrichctl import exports
 
-    doc = _run(exports.verify(_settings(), _one_symbol(symbol) if symbol else None, recompute))
+    doc = _run(exports.verify(settings, one, recompute))
     _print_json(doc) if as_json else render.verify(doc)
     if not doc["ok"]:
         raise typer.Exit(EXIT_FAILED)
@@ -304,7 +335,7 @@ def config_check() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (they also apply automatically)."""
-    doc = _run(service.db_upgrade(_settings()))
+    doc = _run(_service().db_upgrade(_settings()))
     typer.echo(f"schema at revision {doc['revision']} (head {doc['head']})")
 
 

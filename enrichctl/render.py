@@ -5,14 +5,27 @@ Each function takes a document exactly as ``--json`` would print it.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import sys
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Wide enough for every table when piped or logged: rich would squeeze them into 80 columns and
+# cut statuses and timestamps ("succe…"). A terminal, or $COLUMNS, still decides the width.
+PIPED_WIDTH = 200
+
+
+def _width(stream: TextIO) -> int | None:
+    if "COLUMNS" in os.environ or stream.isatty():
+        return None
+    return PIPED_WIDTH
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -104,8 +117,10 @@ def run_report(doc: dict[str, Any]) -> None:
     if doc["run_id"] is not None and doc["status"] != "skipped":
         if doc["bars_written"] == 0 and doc["jobs_failed"] == 0:
             out.print("everything is up to date: nothing new fetched, nothing written")
+        source = " (demo provider: synthetic data)" if doc.get("synthetic") else ""
         out.print(
-            f"run {doc['run_id']} {_status(doc['status'])}: {doc['jobs_succeeded']}/{doc['jobs_total']} symbols, "
+            f"run {doc['run_id']} {_status(doc['status'])}{source}: "
+            f"{doc['jobs_succeeded']}/{doc['jobs_total']} symbols, "
             f"{doc['bars_fetched']} bars fetched, {doc['bars_written']} written, "
             f"{doc['requests']} provider requests, {_v(doc['duration_s'])} s"
         )
@@ -208,9 +223,14 @@ def verify(doc: dict[str, Any]) -> None:
     for col in ("series", "bars", "ok", "issues", "max indicator diff", "detail"):
         table.add_column(col)
     for s in doc["series"]:
+        details = [i["detail"] for i in s["issues"][:3]]
+        diff, where = s.get("max_indicator_diff"), s.get("max_indicator_diff_at")
+        if where and diff != 0:
+            # Where the recompute disagrees most: the first thing to look at.
+            details.append(where if diff is None else f"largest indicator difference: {where}")
         table.add_row(s["series"], str(s["bars"]), "[green]yes[/]" if s["ok"] else "[red]no[/]",
                       str(len(s["issues"])), _v(s.get("max_indicator_diff")),
-                      "; ".join(i["detail"] for i in s["issues"][:3]) or "-")
+                      "; ".join(details) or "-")
     out.print(table)
     out.print("[green]all series verified[/]" if doc["ok"] else "[red]problems found[/]")
 

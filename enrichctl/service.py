@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import RunPlan, plan_build, universe_select
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
-from enrichctl.providers.base import RequestRecord, provider_create
+from enrichctl.providers.base import Provider, RequestRecord, RequestSink, provider_create
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 
@@ -121,17 +121,30 @@ async def store_open(settings: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def run(settings: Settings, options: RunOptions, progress: ProgressHook | None = None) -> RunReport:
-    """Bring every selected series up to date (or, with ``dry_run``, only plan it)."""
+ProviderFactory = Callable[[SessionCalendar, RequestSink, Callable[[], int]], Provider]
+
+
+async def run(
+    settings: Settings,
+    options: RunOptions,
+    progress: ProgressHook | None = None,
+    *,
+    provider_factory: ProviderFactory | None = None,
+) -> RunReport:
+    """Bring every selected series up to date (or, with ``dry_run``, only plan it).
+
+    ``provider_factory(calendar, sink, clock)`` replaces the configured provider (tests, fakes)."""
     instruments = universe_select(settings, options.symbols, options.asset_class)
     timeframes = options.timeframes or settings.timeframes
     indicators = IndicatorSet(settings.indicators)
     calendar = SessionCalendar()
     records: list[RequestRecord] = []
     as_of = options.as_of
-    provider = provider_create(
-        settings, calendar, records.append, clock=(lambda: as_of) if as_of is not None else now_ms
-    )
+    clock = (lambda: as_of) if as_of is not None else now_ms
+    if provider_factory is not None:
+        provider = provider_factory(calendar, records.append, clock)
+    else:
+        provider = provider_create(settings, calendar, records.append, clock=clock)
     report = RunReport("running", provider.name, provider.synthetic, started_at=now_ms())
     market_now = as_of if as_of is not None else report.started_at
     try:
@@ -215,7 +228,10 @@ async def _run_start(store: Store, report: RunReport, options: RunOptions) -> in
     """Take the run lease (exit 75 when another live run holds it); abandon dead runs."""
     lease = await store.lease_get()
     now = now_ms()
-    if lease is not None and lease.expires_at >= now and _holder_alive(lease.host, lease.pid):
+    dead_holder = None
+    if lease is not None and lease.expires_at >= now and not _holder_alive(lease.host, lease.pid):
+        dead_holder = lease.run_id
+    if lease is not None and lease.expires_at >= now and dead_holder is None:
         age = (now - lease.heartbeat_at) / 1000
         raise RunActive(
             f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
@@ -234,7 +250,9 @@ async def _run_start(store: Store, report: RunReport, options: RunOptions) -> in
         )
     except StoreError:
         raise RunActive("another run started at the same moment; try again when it has finished") from None
-    holder = await store.lease_claim(run_id, socket.gethostname(), os.getpid(), LEASE_TTL_MS)
+    holder = await store.lease_claim(
+        run_id, socket.gethostname(), os.getpid(), LEASE_TTL_MS, dead_run_id=dead_holder
+    )
     if holder.run_id != run_id:
         await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
                                error=f"lost the lease to run {holder.run_id}")

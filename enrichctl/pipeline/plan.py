@@ -140,7 +140,10 @@ async def _series_plan(
 ) -> SeriesPlan:
     row = await store.series_get(series)
     watermark = row.watermark if row else None
-    history_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
+    wanted_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
+    asked_before = row.requested_from if row is not None else None
+    # A refetch never starts later than any earlier fetch did: stored history is never dropped.
+    history_start = min(wanted_start, asked_before) if asked_before is not None else wanted_start
     end = calendar.last_complete_bar_start(series, now)
     if end is None:
         end = now - series.timeframe.ms
@@ -148,8 +151,8 @@ async def _series_plan(
 
     if watermark is None:
         mode, start = Mode.NEW, history_start
-    elif full_refresh or (since is not None and row is not None and row.first_ts is not None
-                          and since < row.first_ts):
+    elif full_refresh or (since is not None and asked_before is not None and since < asked_before):
+        # --since earlier than anything asked before is a backfill: refetch from there.
         mode, start = Mode.FULL, history_start
     elif watermark >= end:
         mode, start = Mode.UP_TO_DATE, None

@@ -124,6 +124,7 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> TaskOutcome:
             issues=issues,
             replace=replace,
             batch_score=quality_score(len(new_bars), result.issues),
+            requested_from=plan.history_start if replace else None,
         )
     )
     return TaskOutcome(fetched_count, written, indicator_values, fetch_ms, compute_ms,

@@ -289,13 +289,17 @@ def control_delete(key: str):
     return sa.delete(control).where(control.c.key == key)
 
 
-def lease_claim(dialect: str, now: int):
-    """Take the lease when it is free or expired: one atomic statement, no read-then-write."""
+def lease_claim(dialect: str, now: int, dead_run_id: int | None = None):
+    """Take the lease when it is free, expired, or held by a run known to be dead: one atomic
+    statement, no read-then-write."""
     stmt = _insert(dialect, leases)
+    takeable = leases.c.expires_at < now
+    if dead_run_id is not None:
+        takeable = takeable | (leases.c.run_id == dead_run_id)
     return stmt.on_conflict_do_update(
         index_elements=["name"],
         set_={c.name: stmt.excluded[c.name] for c in leases.columns if c.name != "name"},
-        where=leases.c.expires_at < now,
+        where=takeable,
     )
 
 

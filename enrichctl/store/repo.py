@@ -80,6 +80,7 @@ class SeriesWrite:
     issues: list[QualityIssue] = field(default_factory=list)
     replace: bool = False  # delete the stored series first (full refresh, re-adjusted history)
     batch_score: float = 1.0
+    requested_from: int | None = None  # the start asked of the provider for a new/full fetch
 
 
 class Store:
@@ -416,12 +417,15 @@ class Store:
         async with self._write() as conn:
             await conn.execute(queries.control_delete(key))
 
-    async def lease_claim(self, run_id: int, host: str, pid: int, ttl_ms: int) -> LeaseRow:
-        """Try to take the run lease; returns whoever holds it afterwards (us or another)."""
+    async def lease_claim(
+        self, run_id: int, host: str, pid: int, ttl_ms: int, dead_run_id: int | None = None
+    ) -> LeaseRow:
+        """Try to take the run lease when it is free, expired, or held by ``dead_run_id`` (a run
+        whose process is known to be gone); returns whoever holds it afterwards."""
         now = now_ms()
         async with self._write() as conn:
             await conn.execute(
-                queries.lease_claim(self.dialect, now),
+                queries.lease_claim(self.dialect, now, dead_run_id),
                 {"name": RUN_LEASE, "run_id": run_id, "host": host, "pid": pid,
                  "acquired_at": now, "heartbeat_at": now, "expires_at": now + ttl_ms},
             )
@@ -492,6 +496,7 @@ def _series_values(
         "synthetic": write.synthetic,
         "watermark": last,
         "first_ts": first,
+        "requested_from": _earliest(write.requested_from, prev.requested_from if prev else None, first),
         "bar_count": count,
         "indicator_set": write.indicator_set,
         "quality_score": score,
@@ -502,6 +507,11 @@ def _series_values(
         "last_checked_at": now,
         "updated_at": now,
     }
+
+
+def _earliest(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 def _short(exc: BaseException) -> str:

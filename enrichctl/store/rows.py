@@ -51,6 +51,8 @@ class JobRow:
     bars_written: int
     error: str | None
     updated_at: int
+    claimed_by: str | None
+    lease_expires_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class SeriesRow:
     synthetic: bool
     watermark: int | None
     first_ts: int | None
+    requested_from: int | None
     bar_count: int
     indicator_set: str | None
     quality_score: float | None
@@ -95,3 +98,15 @@ class LeaseRow:
     acquired_at: int
     heartbeat_at: int
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    id: str
+    run_id: int
+    host: str
+    pid: int
+    started_at: int
+    heartbeat_at: int
+    finished_at: int | None
+    jobs_done: int

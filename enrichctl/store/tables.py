@@ -50,8 +50,11 @@ jobs = sa.Table(
     sa.Column("bars_written", sa.Integer, nullable=False, default=0),
     sa.Column("error", sa.Text),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("claimed_by", sa.String(128)),  # the worker holding the job (scale-out)
+    sa.Column("lease_expires_at", sa.BigInteger),  # its claim lapses then unless renewed
     sa.UniqueConstraint("run_id", "symbol", name="uq_jobs_run_symbol"),
     sa.Index("ix_jobs_symbol_id", "symbol", "id"),
+    sa.Index("ix_jobs_run_status", "run_id", "status"),
 )
 
 tasks = sa.Table(
@@ -123,6 +126,7 @@ series = sa.Table(
     sa.Column("synthetic", sa.Boolean, nullable=False, default=False),
     sa.Column("watermark", sa.BigInteger),
     sa.Column("first_ts", sa.BigInteger),
+    sa.Column("requested_from", sa.BigInteger),  # the earliest start ever asked of the provider
     sa.Column("bar_count", sa.Integer, nullable=False, default=0),
     sa.Column("indicator_set", sa.String(64)),
     sa.Column("quality_score", sa.Float),
@@ -187,6 +191,29 @@ leases = sa.Table(
     sa.Column("acquired_at", sa.BigInteger, nullable=False),
     sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("jobs_done", sa.Integer, nullable=False, default=0),
+    sa.Index("ix_workers_run_id", "run_id"),
+)
+
+rate_events = sa.Table(
+    "rate_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("limiter", sa.String(64), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Index("ix_rate_events_limiter_at", "limiter", "at"),
 )
 
 sa.Index(

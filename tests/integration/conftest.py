@@ -256,31 +256,8 @@ ProviderFactory = Callable[[SessionCalendar, RequestSink, Callable[[], int]], Pr
 async def _run_with_provider(
     settings: Settings, options: service.RunOptions, make_provider: ProviderFactory
 ) -> service.RunReport:
-    """``service.run`` with a fake provider in place of the configured one.
-
-    service.run builds its provider from the settings and has no seam for another one, so this
-    repeats its few lines around the real plan, lease, runner and run bookkeeping."""
-    instruments = universe_select(settings, options.symbols, options.asset_class)
-    timeframes = options.timeframes or settings.timeframes
-    indicators = IndicatorSet(settings.indicators)
-    calendar = SessionCalendar()
-    records: list[RequestRecord] = []
-    market_now = options.as_of if options.as_of is not None else now_ms()
-    provider = make_provider(calendar, records.append, lambda: market_now)
-    report = service.RunReport("running", provider.name, provider.synthetic, started_at=now_ms())
-    try:
-        async with service.store_open(settings) as store:
-            plan = await plan_build(
-                store, calendar, provider, settings, instruments, timeframes, now=market_now,
-                since=options.since, full_refresh=options.full_refresh,
-                indicator_fingerprint=indicators.fingerprint,
-            )
-            report.plan = plan
-            ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
-            await service._run_with_lease(settings, store, ctx, plan, options, report, records, None)
-            return report
-    finally:
-        await provider.aclose()
+    """``service.run`` with a fake provider in place of the configured one."""
+    return await service.run(settings, options, provider_factory=make_provider)
 
 
 # --- comparisons ----------------------------------------------------------------------------

@@ -15,38 +15,34 @@ import pytest
 
 from enrichctl import exports, service
 from enrichctl.domain import (
+    BAR_FIELDS,
     MS_PER_DAY,
     AssetClass,
     Bars,
     RunStatus,
     Series,
     Timeframe,
-    Trigger,
 )
 from enrichctl.errors import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_TEMPFAIL,
     PermanentProviderError,
     ProviderAuthError,
     ProviderError,
     RetryableProviderError,
-    RunActive,
 )
 from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms, utc_date_ms
 from enrichctl.pipeline.plan import Mode
 from enrichctl.providers.base import RequestSink
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.service import RunOptions
-from enrichctl.store.repo import Store
 
 HOUR_MS = 3_600_000
 # Friday 2024-06-14, 22:00 UTC: after the New York close, before the day bar is complete.
 AS_OF = utc_date_ms("2024-06-14") + 22 * HOUR_MS
 
 AAPL_1D = Series("AAPL", AssetClass.STOCK, Timeframe.D1)
-BTC_1D = Series("X:BTCUSD", AssetClass.CRYPTO, Timeframe.D1)
 
 
 def series_of(symbol: str, timeframe: Timeframe) -> Series:
@@ -61,7 +57,7 @@ async def demo_bars(calendar: SessionCalendar, series: Series, start: int, end: 
 def bars_equal(a: Bars, b: Bars) -> bool:
     return len(a) == len(b) and all(
         np.array_equal(getattr(a, n), getattr(b, n), equal_nan=n != "ts")
-        for n in ("ts", "open", "high", "low", "close", "volume", "vwap", "trades")
+        for n in BAR_FIELDS
     )
 
 
@@ -174,6 +170,9 @@ async def test_a_run_stores_exactly_the_providers_bars_with_indicators_and_bookk
     assert db.scalar("SELECT count(*) FROM bars") == total
     assert db.rows("SELECT symbol, timeframe, ts FROM bars GROUP BY symbol, timeframe, ts "
                    "HAVING count(*) > 1") == []
+    assert db.rows("SELECT kind, detail FROM quality_issues") == []
+    verified = await exports.verify(settings, None, recompute=True)
+    assert verified["ok"], [s for s in verified["series"] if not s["ok"]]
     assert report.bars_written == report.bars_fetched == total
 
     run = db.dicts("SELECT * FROM runs")
@@ -240,34 +239,58 @@ async def test_a_second_run_at_the_same_time_writes_nothing(db):
 # --- incremental == full --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("steps_sqlite, steps_postgres", [(60, 8)])
-async def test_day_by_day_runs_equal_one_full_run(db, other_db, steps_sqlite, steps_postgres):
-    """~3 years of history, then one run per day: every indicator equals TA-Lib over the whole
-    stored series, and bars and indicators equal a single fresh run up to the last day."""
+# (timeframe, history days, step, steps on SQLite, steps on PostgreSQL): the long loop runs on
+# SQLite only, to keep the suite fast; PostgreSQL walks the same path for a few steps.
+WALKS = {
+    "1d-daily": (Timeframe.D1, 1100, MS_PER_DAY, 60, 8),
+    "1h-every-5h": (Timeframe.H1, 60, 5 * HOUR_MS, 30, 6),
+}
+
+
+@pytest.mark.parametrize("walk", list(WALKS))
+async def test_step_by_step_runs_equal_one_full_run(db, other_db, walk):
+    """Years (or months) of history, then one run per step: every indicator equals TA-Lib over
+    the whole stored series, and bars and indicators equal one fresh run up to the last step."""
+    timeframe, days, step, steps_sqlite, steps_postgres = WALKS[walk]
     steps = steps_sqlite if db.backend == "sqlite" else steps_postgres
-    settings = db.settings(["AAPL", "X:BTCUSD"], history_days={"1d": 1100})
-    start = AS_OF - steps * MS_PER_DAY
-    history_start = days_ago_ms(start, 1100)
+    settings = db.settings(["AAPL", "X:BTCUSD"], timeframes=(timeframe.value,),
+                           history_days={timeframe.value: days})
+    first = AS_OF - steps * step
     written = 0
-    for day in range(steps + 1):
-        report = await service.run(settings, RunOptions(as_of=start + day * MS_PER_DAY))
-        assert report.status == "succeeded", f"day {day}: {report.error}"
+    for n in range(steps + 1):
+        report = await service.run(settings, RunOptions(as_of=first + n * step))
+        assert report.status == "succeeded", f"step {n}: {report.error}"
         written += report.bars_written
-        if day > 0:
+        if n > 0:
             assert all(t.mode in (Mode.INCREMENTAL, Mode.UP_TO_DATE) for t in report.plan.tasks)
 
-    for series in (AAPL_1D, BTC_1D):
+    every = [series_of(s, timeframe) for s in ("AAPL", "X:BTCUSD")]
+    for series in every:
         db.assert_indicators_are_full_compute(settings, series)
     assert written == db.scalar("SELECT count(*) FROM bars")
-    assert db.scalar("SELECT count(*) FROM quality_issues") == 0
+    assert db.rows("SELECT kind, detail FROM quality_issues") == []
 
-    fresh = other_db.settings(["AAPL", "X:BTCUSD"], history_days={"1d": 1100})
-    report = await service.run(fresh, RunOptions(as_of=AS_OF, since=history_start))
+    fresh = other_db.settings(["AAPL", "X:BTCUSD"], timeframes=(timeframe.value,),
+                              history_days={timeframe.value: days})
+    since = days_ago_ms(first, days)  # where the step-by-step database began
+    report = await service.run(fresh, RunOptions(as_of=AS_OF, since=since))
     assert report.status == "succeeded"
-    for series in (AAPL_1D, BTC_1D):
+    for series in every:
         db.assert_same_series(other_db, series)
-    watermarks = "SELECT symbol, timeframe, watermark, first_ts, bar_count FROM series ORDER BY symbol"
-    assert db.rows(watermarks) == other_db.rows(watermarks)
+    summary = "SELECT symbol, timeframe, watermark, first_ts, bar_count FROM series ORDER BY symbol"
+    assert db.rows(summary) == other_db.rows(summary)
+
+
+async def test_a_second_run_with_the_same_since_writes_nothing(db):
+    settings = db.settings(["AAPL", "X:BTCUSD"])
+    options = RunOptions(as_of=AS_OF, since=utc_date_ms("2024-01-01"))
+    first = await service.run(settings, options)
+    assert first.status == "succeeded" and first.bars_written > 0
+
+    second = await service.run(settings, options)
+
+    assert [t.mode for t in second.plan.tasks] == [Mode.UP_TO_DATE, Mode.UP_TO_DATE]
+    assert (second.bars_written, second.requests) == (0, 0)
 
 
 # --- re-adjusted history ----------------------------------------------------------------------
@@ -288,9 +311,9 @@ async def test_a_split_announced_after_a_run_replaces_the_whole_series(db, calen
     assert second.jobs[0].readjusted == 1
     task = second.plan.tasks[0]
     assert task.mode is Mode.INCREMENTAL
-    announced = SplitProvider(DemoProvider(calendar, clock=lambda: later), split_ts, True)
-    expected = await announced.fetch_bars(AAPL_1D, task.history_start, task.end)
     stored = db.bars(AAPL_1D)
+    announced = SplitProvider(DemoProvider(calendar, clock=lambda: later), split_ts, True)
+    expected = await announced.fetch_bars(AAPL_1D, int(stored.ts[0]), task.end)
     assert bars_equal(stored, expected), "the stored history is not the re-adjusted one"
     assert stored.ts[0] < watermark < split_ts <= stored.ts[-1]
     row = db.dicts("SELECT * FROM series")[0]
@@ -303,6 +326,20 @@ async def test_a_split_announced_after_a_run_replaces_the_whole_series(db, calen
     assert len(issues) == 1
     assert issues[0]["symbol"] == "AAPL" and issues[0]["run_id"] == second.run_id
     assert "re-adjusted" in issues[0]["detail"]
+
+
+async def test_a_split_keeps_all_of_the_stored_history(db, run_with_provider):
+    settings = db.settings(["AAPL"])
+    split_ts = utc_date_ms("2024-09-16") + 4 * HOUR_MS
+    first = await run_with_provider(settings, RunOptions(as_of=AS_OF), split_provider(split_ts, False))
+    first_ts, count = db.rows("SELECT first_ts, bar_count FROM series")[0]
+    later = AS_OF + 100 * MS_PER_DAY  # after the split: the stored history is 100 days older
+
+    second = await run_with_provider(settings, RunOptions(as_of=later), split_provider(split_ts, True))
+
+    assert first.status == second.status == "succeeded" and second.jobs[0].readjusted == 1
+    assert db.rows("SELECT first_ts FROM series") == [(first_ts,)]
+    assert db.scalar("SELECT count(*) FROM bars") > count
 
 
 # --- retries --------------------------------------------------------------------------------
@@ -370,70 +407,3 @@ async def test_a_refused_key_aborts_the_run_with_exit_78(db, run_with_provider):
     run = db.dicts("SELECT * FROM runs")[0]
     assert run["status"] == "failed" and "refused the API key" in run["error"]
     assert db.scalar("SELECT count(*) FROM bars") == 0
-
-
-# --- lease and pause --------------------------------------------------------------------------
-
-
-async def test_a_run_while_another_holds_the_lease_exits_75(db):
-    settings = db.settings(["AAPL"])
-    store = await Store.open(settings.database_url_resolved())
-    try:
-        await store.lease_claim(424242, "other-host", 4242, ttl_ms=60_000)
-    finally:
-        await store.close()
-
-    with pytest.raises(RunActive) as caught:
-        await service.run(settings, RunOptions(as_of=AS_OF))
-
-    assert caught.value.exit_code == EXIT_TEMPFAIL
-    assert "424242" in caught.value.message and "other-host" in caught.value.message
-    assert db.scalar("SELECT count(*) FROM runs") == 0
-    assert db.scalar("SELECT count(*) FROM bars") == 0
-    assert db.rows("SELECT run_id, host FROM leases") == [(424242, "other-host")]
-
-
-async def test_an_expired_lease_is_taken_over_and_its_run_abandoned(db):
-    settings = db.settings(["AAPL"])
-    store = await Store.open(settings.database_url_resolved())
-    try:
-        dead = await store.run_create(
-            trigger="timer", status="running", provider="demo", synthetic=True, host="dead-host",
-            pid=4242, started_at=AS_OF, options="{}",
-        )
-        await store.lease_claim(dead, "dead-host", 4242, ttl_ms=-1_000)  # expired a second ago
-    finally:
-        await store.close()
-
-    report = await service.run(settings, RunOptions(as_of=AS_OF))
-
-    assert report.status == "succeeded"
-    runs = {r["id"]: r for r in db.dicts("SELECT * FROM runs")}
-    assert runs[dead]["status"] == RunStatus.ABANDONED.value
-    assert runs[dead]["finished_at"] is not None and runs[dead]["error"]
-    assert runs[report.run_id]["status"] == "succeeded"
-    assert db.scalar("SELECT count(*) FROM leases") == 0  # released at the end of the run
-
-
-async def test_a_timer_run_while_paused_is_skipped_unless_forced(db):
-    settings = db.settings(["AAPL"])
-    async with service.session_open(settings) as session:
-        await session.pause("broker maintenance", by="tester")
-
-    skipped = await service.run(settings, RunOptions(as_of=AS_OF, trigger=Trigger.TIMER))
-
-    assert skipped.status == RunStatus.SKIPPED.value and service.exit_code_of(skipped) == EXIT_OK
-    run = db.dicts("SELECT * FROM runs WHERE id = :i", i=skipped.run_id)[0]
-    assert (run["status"], run["trigger"]) == ("skipped", "timer")
-    assert "broker maintenance" in run["error"]
-    assert db.scalar("SELECT count(*) FROM bars") == 0
-
-    forced = await service.run(settings, RunOptions(as_of=AS_OF, trigger=Trigger.TIMER, force=True))
-    assert forced.status == "succeeded" and forced.bars_written > 0
-
-    async with service.session_open(settings) as session:
-        assert (await session.resume())["was_paused"]
-    resumed = await service.run(settings, RunOptions(as_of=AS_OF + MS_PER_DAY * 3, trigger=Trigger.TIMER))
-    assert resumed.status == "succeeded" and resumed.bars_written > 0
-    statuses = db.rows("SELECT status FROM runs ORDER BY id")
-    assert statuses == [("skipped",), ("succeeded",), ("succeeded",)]

@@ -1,0 +1,218 @@
+"""``GET /metrics``: the store's state in the Prometheus text format, read on every scrape.
+
+Each scrape builds a ``Snapshot`` (the overview document plus a few aggregates), then renders it
+through a private ``CollectorRegistry`` with one custom collector: no global registry, no state
+kept between scrapes, so several ``serve`` processes on one database all report the same.
+Window-based figures (provider requests, latency) cover the dashboard's metrics window and can
+go down, so they are gauges and a gauge histogram, not counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from enrichctl.dashboard import METRICS_WINDOW_HOURS, health_from_overview
+from enrichctl.errors import StoreError
+from enrichctl.service import Session
+from enrichctl.store.tables import jobs, requests, runs
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BREAKER_STATES = ("closed", "half_open", "open")
+HEALTH_STATES = ("healthy", "degraded", "unhealthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregates:
+    runs_by_status: dict[str, int]
+    jobs_by_status: dict[str, int]
+    requests: list[tuple[str, str, str, int]]  # (provider, HTTP status or "none", outcome, n)
+    latency: dict[str, tuple[list[int], int, float]]  # provider -> (cumulative buckets, count, sum s)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now: float
+    overview: dict[str, Any]
+    health: dict[str, Any]
+    aggregates: Aggregates
+
+
+async def exposition(session: Session) -> bytes:
+    """The text exposition of the current state (one overview and four aggregate queries)."""
+    overview = await session.overview()
+    window_start_ms = int(time.time() * 1000) - METRICS_WINDOW_HOURS * 3_600_000
+    aggregates = await aggregates_read(session, window_start_ms)
+    snapshot = Snapshot(time.time(), overview, health_from_overview(overview), aggregates)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return generate_latest(registry)
+
+
+class SnapshotCollector(Collector):
+    """Turns one ``Snapshot`` into metric families."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        yield from _runs_and_jobs(snap)
+        yield from _requests(snap.aggregates)
+        yield from _resilience(snap.overview.get("resilience"))
+        yield from _series(snap)
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict[tuple[str, ...], float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=list(labels))
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+def _runs_and_jobs(snap: Snapshot) -> Iterator[Metric]:
+    agg, overview = snap.aggregates, snap.overview
+    yield _gauge("enrichctl_runs", "Runs recorded in the database, by current status.", ("status",),
+                 {(s,): n for s, n in sorted(agg.runs_by_status.items())})
+    yield _gauge("enrichctl_jobs", "Jobs (one per symbol and run) recorded, by current status.",
+                 ("status",), {(s,): n for s, n in sorted(agg.jobs_by_status.items())})
+    by_status: dict[tuple[str, ...], float] = {}
+    for symbol in overview["processing_symbols"]:
+        by_status[(symbol["status"],)] = by_status.get((symbol["status"],), 0) + 1
+    yield _gauge("enrichctl_symbols", "Symbols by the status of their latest job.", ("status",), by_status)
+    yield _gauge("enrichctl_run_active", "1 while a run is in progress.", (),
+                 {(): 1.0 if overview.get("active_run") else 0.0})
+    last = overview.get("last_run")
+    if last and last.get("finished_at"):
+        yield _gauge("enrichctl_last_run_finished_timestamp_seconds",
+                     "When the last finished run ended (Unix time), by its status.", ("status",),
+                     {(last["status"],): _iso_seconds(last["finished_at"])})
+    yield _gauge("enrichctl_scheduler_paused", "1 while the scheduler is paused.", (),
+                 {(): 1.0 if overview["scheduler"]["paused"] else 0.0})
+    yield _gauge("enrichctl_health", "1 for the current health verdict, 0 for the others.", ("status",),
+                 {(s,): 1.0 if snap.health["status"] == s else 0.0 for s in HEALTH_STATES})
+
+
+def _requests(agg: Aggregates) -> Iterator[Metric]:
+    window = f"{METRICS_WINDOW_HOURS}h"
+    yield _gauge("enrichctl_provider_requests",
+                 f"Provider requests in the last {window}, by provider, HTTP status and outcome.",
+                 ("provider", "code", "outcome"),
+                 {(p, code, outcome): n for p, code, outcome, n in agg.requests})
+    family = GaugeHistogramMetricFamily(
+        "enrichctl_provider_request_latency_seconds",
+        f"Latency of provider requests in the last {window} (a window: use histogram_quantile "
+        "on the buckets directly, without rate()).",
+        labels=["provider"],
+    )
+    for provider, (cumulative, count, total) in sorted(agg.latency.items()):
+        buckets = [(_le(b), c) for b, c in zip(LATENCY_BUCKETS_S, cumulative, strict=True)]
+        family.add_metric([provider], [*buckets, ("+Inf", count)], gsum_value=total)
+    yield family
+
+
+def _resilience(snapshot: dict[str, Any] | None) -> Iterator[Metric]:
+    """The last run's stored snapshot: the live components died with that run's process."""
+    breakers = (snapshot or {}).get("circuit_breakers") or {}
+    limiters = (snapshot or {}).get("rate_limiters") or {}
+    yield _gauge("enrichctl_circuit_breaker_state",
+                 "1 for the state of each circuit breaker at the end of the last run.",
+                 ("breaker", "state"),
+                 {(name, s): 1.0 if b.get("state") == s else 0.0
+                  for name, b in sorted(breakers.items()) for s in BREAKER_STATES})
+    yield _gauge("enrichctl_circuit_breaker_opened", "Times each breaker opened during the last run.",
+                 ("breaker",), {(name,): b.get("times_opened", 0) for name, b in sorted(breakers.items())})
+    yield _gauge("enrichctl_rate_limiter_tokens",
+                 "Requests each limiter could admit at once, at the end of the last run.", ("limiter",),
+                 {(name,): lim["tokens"] for name, lim in sorted(limiters.items())
+                  if lim.get("tokens") is not None})
+    yield _gauge("enrichctl_rate_limiter_paused_seconds",
+                 "How long each limiter was paused by a 429, at the end of the last run.", ("limiter",),
+                 {(name,): lim.get("paused_for", 0.0) for name, lim in sorted(limiters.items())})
+    if snapshot and snapshot.get("at") is not None:
+        yield _gauge("enrichctl_resilience_snapshot_timestamp_seconds",
+                     "When the resilience snapshot above was taken (Unix time).", (),
+                     {(): float(snapshot["at"])})
+
+
+def _series(snap: Snapshot) -> Iterator[Metric]:
+    staleness: dict[tuple[str, ...], float] = {}
+    stale: dict[tuple[str, ...], float] = {}
+    bars: dict[tuple[str, ...], float] = {}
+    for symbol in snap.overview["processing_symbols"]:
+        for series in symbol["series"]:
+            key = (symbol["symbol"], series["timeframe"])
+            if series.get("last_bar"):
+                staleness[key] = max(snap.now - _iso_seconds(series["last_bar"]), 0.0)
+            stale[key] = 1.0 if series["stale"] else 0.0
+            bars[key] = series["bars"]
+    labels = ("symbol", "timeframe")
+    yield _gauge("enrichctl_series_staleness_seconds",
+                 "Seconds since the start of the last stored bar of each series.", labels, staleness)
+    yield _gauge("enrichctl_series_stale", "1 when a series misses complete bars it should have.",
+                 labels, stale)
+    yield _gauge("enrichctl_series_bars", "Bars stored per series.", labels, bars)
+    yield _gauge("enrichctl_bars_stored", "Bars stored in total.", (),
+                 {(): snap.overview["totals"]["bars"]})
+
+
+def _iso_seconds(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+# --- aggregates -------------------------------------------------------------------------------
+# These statements belong in store/queries.py and their execution in Store (``prometheus_raw``);
+# they live here until the store grows that method (see the serve report).
+
+
+def aggregate_statements(since_ms: int) -> dict[str, sa.Select]:
+    bounds_ms = [b * 1000 for b in LATENCY_BUCKETS_S]
+    in_window = requests.c.at >= since_ms
+    return {
+        "runs": sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status),
+        "jobs": sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status),
+        "requests": sa.select(requests.c.provider, requests.c.status, requests.c.ok, sa.func.count())
+        .where(in_window).group_by(requests.c.provider, requests.c.status, requests.c.ok),
+        "latency": sa.select(
+            requests.c.provider,
+            *(sa.func.sum(sa.case((requests.c.latency_ms <= b, 1), else_=0)) for b in bounds_ms),
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(requests.c.latency_ms), 0.0),
+        ).where(in_window).group_by(requests.c.provider),
+    }
+
+
+async def aggregates_read(session: Session, since_ms: int) -> Aggregates:
+    statements = aggregate_statements(since_ms)
+    try:
+        async with session.store.engine.connect() as conn:
+            rows = {name: (await conn.execute(stmt)).all() for name, stmt in statements.items()}
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database error: {type(exc).__name__}") from exc
+    n_bounds = len(LATENCY_BUCKETS_S)
+    return Aggregates(
+        runs_by_status={status: int(n) for status, n in rows["runs"]},
+        jobs_by_status={status: int(n) for status, n in rows["jobs"]},
+        requests=[(provider, str(code) if code is not None else "none", "ok" if ok else "failed", int(n))
+                  for provider, code, ok, n in rows["requests"]],
+        latency={
+            row[0]: ([int(c or 0) for c in row[1:1 + n_bounds]], int(row[1 + n_bounds]),
+                     float(row[2 + n_bounds]) / 1000)
+            for row in rows["latency"]
+        },
+    )

@@ -1,0 +1,425 @@
+"""``enrichctl serve``: the dashboard JSON API, Prometheus ``/metrics``, ``/openapi.json`` and a page.
+
+A thin shell over ``service.Session``: handlers parse and validate, call one use case, and return
+its document unchanged (the very documents ``status|history|metrics --json`` print). Errors of
+the ``errors`` tree become JSON ``{"error", "detail"}`` with their HTTP status; nothing else leaks.
+State changes are POST only and need the bearer token when one is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from enrichctl import openapi, prom, service
+from enrichctl.errors import (
+    ConfigError,
+    EnrichError,
+    NotFound,
+    RunActive,
+    StoreError,
+    TemporaryError,
+    UsageError,
+)
+from enrichctl.logs import get_logger, log_event
+from enrichctl.settings import Settings
+from enrichctl.webparams import history_limit, pause_reason, symbol_param, trigger_options
+
+log = get_logger("web")
+
+API = "/api/v1/enrichment"
+CLIENT_MAX_SIZE = 64 * 1024  # request bodies: a pause reason is the largest thing we accept
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A JSON document already serialised, with the status it is served with."""
+
+    status: int
+    body: bytes
+
+
+class SharedBuilds:
+    """Concurrent requests for the same document share one build.
+
+    A request joins a build only when that build started after the last state change made
+    through this app (``invalidate``), so a client that POSTs pause and then GETs the overview
+    always sees its own write. There is no TTL: nothing is served that was built before the
+    request arrived, except a build already in flight when it arrived."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._inflight: dict[tuple[str, ...], tuple[int, asyncio.Future[Rendered]]] = {}
+
+    def invalidate(self) -> None:
+        self.generation += 1
+
+    async def get(self, key: tuple[str, ...], build: Callable[[], Awaitable[Rendered]]) -> Rendered:
+        entry = self._inflight.get(key)
+        if entry is None or entry[0] != self.generation:
+            future = asyncio.ensure_future(build())
+            entry = (self.generation, future)
+            self._inflight[key] = entry
+            future.add_done_callback(lambda f, k=key, e=entry: self._done(k, e, f))
+        # Shielded: one client hanging up must not cancel the build the others wait for.
+        return await asyncio.shield(entry[1])
+
+    def _done(self, key: tuple[str, ...], entry: tuple, future: asyncio.Future[Rendered]) -> None:
+        if self._inflight.get(key) is entry:
+            del self._inflight[key]
+        if not future.cancelled():
+            future.exception()  # retrieved here, so a build nobody awaited any more is not "never retrieved"
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    token: bytes | None
+    builds: SharedBuilds = field(default_factory=SharedBuilds)
+    runs: set[asyncio.Task[service.RunReport]] = field(default_factory=set)
+    session: service.Session | None = None
+
+
+STATE: web.AppKey[AppState] = web.AppKey("enrichctl_state", AppState)
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": code, "detail": detail}``."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+# --- responses, errors, security ------------------------------------------------------------
+
+
+def json_bytes(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), default=str).encode()
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json_bytes(doc), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": code, "detail": detail}, status, headers)
+
+
+# Most specific first (RunActive is a TemporaryError). ``public``: the message is meant for the
+# client; otherwise the client gets a generic line and the server log the message.
+_ERROR_STATUS: tuple[tuple[type[EnrichError], int, str, bool], ...] = (
+    (UsageError, 400, "bad_request", True),
+    (NotFound, 404, "not_found", True),
+    (RunActive, 409, "run_active", True),
+    (TemporaryError, 503, "temporarily_unavailable", True),
+    (StoreError, 503, "store_unavailable", False),
+)
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_PASSED_HEADERS = ("Allow", "WWW-Authenticate")
+_GENERIC_DETAIL = "the request failed on the server; see its log"
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error becomes JSON with its status; an unexpected one is logged and answered 500
+    with a generic message (no traceback, no exception text reaches the client)."""
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.detail, exc.headers)
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
+        if exc.status < 400:
+            raise
+        headers = {h: exc.headers[h] for h in _PASSED_HEADERS if h in exc.headers}
+        response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
+                                  exc.reason, headers)
+    except EnrichError as exc:
+        status, code, public = next(
+            ((s, c, p) for kind, s, c, p in _ERROR_STATUS if isinstance(exc, kind)),
+            (500, "internal_error", False),
+        )
+        if not public:
+            log_event(log, logging.ERROR, "serve_request_failed", method=request.method,
+                      path=request.path, error=exc.message)
+        response = error_response(status, code, exc.message if public else _GENERIC_DETAIL)
+    except Exception:  # the boundary: log it with its traceback, answer a generic 500
+        log.exception("serve_unexpected_error",
+                      extra={"fields": {"method": request.method, "path": request.path}})
+        response = error_response(500, "internal_error", _GENERIC_DETAIL)
+    _security_headers(response)
+    return response
+
+
+def _security_headers(response: web.StreamResponse) -> None:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+def _require_post_allowed(request: web.Request) -> None:
+    """Refuse cross-origin browser POSTs (CSRF when no token is set), then check the token."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in (f"http://{request.host}".lower(),
+                                                     f"https://{request.host}".lower()):
+        raise ApiError(403, "forbidden", "cross-origin state changes are refused")
+    token = request.app[STATE].token
+    if token is None:
+        return
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken does not tell how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
+        raise ApiError(401, "unauthorized", "a valid bearer token is required for state changes",
+                       {"WWW-Authenticate": 'Bearer realm="enrichctl"'})
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def _session(request: web.Request) -> service.Session:
+    session = request.app[STATE].session
+    assert session is not None, "the session is opened by the app's cleanup context"
+    return session
+
+
+async def _document(request: web.Request, key: tuple[str, ...],
+                    build: Callable[[service.Session], Awaitable[dict[str, Any]]],
+                    status_of: Callable[[dict[str, Any]], int] = lambda _doc: 200) -> web.Response:
+    session = _session(request)
+
+    async def rendered() -> Rendered:
+        doc = await build(session)
+        return Rendered(status_of(doc), json_bytes(doc))
+
+    result = await request.app[STATE].builds.get(key, rendered)
+    return web.Response(body=result.body, status=result.status, content_type="application/json")
+
+
+async def overview(request: web.Request) -> web.Response:
+    return await _document(request, ("overview",), lambda s: s.overview())
+
+
+async def health(request: web.Request) -> web.Response:
+    return await _document(request, ("health",), lambda s: s.health(),
+                           lambda doc: 503 if doc["status"] == "unhealthy" else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return await _document(request, ("metrics",), lambda s: s.metrics())
+
+
+async def job_status(request: web.Request) -> web.Response:
+    symbol = symbol_param(request.match_info["symbol"])
+    return await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol))
+
+
+async def history(request: web.Request) -> web.Response:
+    limit = history_limit(request.query)
+    return await _document(request, ("history", str(limit)), lambda s: s.history(limit))
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    body = await prom.exposition(_session(request))
+    return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.document(token_required=request.app[STATE].token is not None))
+
+
+# --- state changes --------------------------------------------------------------------------
+
+
+async def pause(request: web.Request) -> web.Response:
+    _require_post_allowed(request)
+    reason = await pause_reason(request)
+    state = request.app[STATE]
+    doc = await _session(request).pause(reason, by=f"api@{request.remote or 'unknown'}")
+    state.builds.invalidate()
+    return json_response(doc)
+
+
+async def resume(request: web.Request) -> web.Response:
+    _require_post_allowed(request)
+    doc = await _session(request).resume()
+    request.app[STATE].builds.invalidate()
+    return json_response(doc)
+
+
+async def trigger(request: web.Request) -> web.Response:
+    """Start a run in the background; answer 202 with its id once its run row exists."""
+    _require_post_allowed(request)
+    options = trigger_options(request.query)
+    state = request.app[STATE]
+    if (active := await _session(request).active_run()) is not None:
+        raise RunActive(f"run {active['run_id']} is active (host {active['host']}, pid {active['pid']}); "
+                        "try again when it has finished")
+    started: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    def progress(event: str, data: dict[str, Any]) -> None:
+        if event == "plan" and not started.done():
+            started.set_result(data)
+
+    task = asyncio.create_task(service.run(state.settings, options, progress), name="enrichctl-api-run")
+    state.runs.add(task)
+    task.add_done_callback(lambda t: _run_done(state, t))
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    state.builds.invalidate()
+    if not started.done():
+        report = task.result()  # raises RunActive (lost the race for the lease), UsageError, ...
+        return json_response({"run_id": report.run_id, "status": report.status,
+                              "symbols": options.symbols, "jobs": len(report.jobs)}, 202)
+    plan = started.result()["plan"]
+    return json_response({"run_id": started.result()["run_id"], "status": "running",
+                          "symbols": options.symbols, "jobs": len(plan.jobs)}, 202)
+
+
+def _run_done(state: AppState, task: asyncio.Task[service.RunReport]) -> None:
+    state.runs.discard(task)
+    state.builds.invalidate()
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        level = logging.INFO if isinstance(exc, RunActive | UsageError) else logging.ERROR
+        log_event(log, level, "serve_run_failed", error=getattr(exc, "message", type(exc).__name__))
+    else:
+        report = task.result()
+        log_event(log, logging.INFO, "serve_run_finished", run_id=report.run_id, status=report.status)
+
+
+async def never_get(request: web.Request) -> web.Response:
+    raise ApiError(405, "method_not_allowed",
+                   f"state changes are never GET: send POST {request.path}", {"Allow": "POST"})
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+def _static(name: str) -> bytes:
+    return (resources.files("enrichctl") / "static" / name).read_bytes()
+
+
+def _page_routes() -> list[web.RouteDef]:
+    page = _static("index.html")
+    assets = {name: (_static(name), ctype) for name, ctype in STATIC_FILES.items()}
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8",
+                            headers={"Content-Security-Policy": PAGE_CSP})
+
+    def asset(body: bytes, ctype: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(_request: web.Request) -> web.Response:
+            return web.Response(body=body, content_type=ctype, charset="utf-8")
+        return handler
+
+    return [web.get("/", index)] + [web.get(f"/static/{n}", asset(*a)) for n, a in assets.items()]
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def app_create(settings: Settings) -> web.Application:
+    """The serve application. Its session opens on startup and closes on cleanup, after the
+    background runs it started have been cancelled and have recorded how they ended."""
+    secret = settings.serve.token.get_secret_value() if settings.serve.token else ""
+    state = AppState(settings, secret.encode() if secret else None)
+    app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
+    app[STATE] = state
+    app.cleanup_ctx.append(_session_context)
+    app.add_routes(_page_routes())
+    app.add_routes([
+        web.get("/openapi.json", openapi_json),
+        web.get("/metrics", prometheus),
+        web.get(f"{API}/dashboard/overview", overview),
+        web.get(f"{API}/dashboard/health", health),
+        web.get(f"{API}/dashboard/metrics", metrics),
+        web.get(f"{API}/dashboard/job-status/{{symbol}}", job_status),
+        web.get(f"{API}/history", history),
+    ])
+    for path, handler in (("trigger", trigger), ("pause", pause), ("resume", resume)):
+        app.add_routes([web.post(f"{API}/{path}", handler), web.get(f"{API}/{path}", never_get)])
+    return app
+
+
+async def _session_context(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    async with service.session_open(state.settings) as session:
+        state.session = session
+        try:
+            yield
+        finally:
+            await runs_cancel(state)
+            state.session = None
+
+
+async def runs_cancel(state: AppState) -> None:
+    """Cancel the background runs and wait until each has recorded itself cancelled."""
+    tasks = list(state.runs)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def host_is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname may resolve anywhere: treat it as exposed
+
+
+def bind_check(host: str, settings: Settings) -> None:
+    """ConfigError when the address is reachable from other machines and no token is set."""
+    if not host_is_loopback(host) and not (settings.serve.token and settings.serve.token.get_secret_value()):
+        raise ConfigError(
+            f"refusing to serve on {host} without a token: anyone who can reach it could pause "
+            "or trigger runs; set serve.token (ENRICHCTL_SERVE__TOKEN or the systemd credential "
+            "serve_token) or bind 127.0.0.1"
+        )
+
+
+async def serve_main(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve until cancelled (SIGTERM/SIGINT), then stop background runs and close the store."""
+    host = host or settings.serve.host
+    port = settings.serve.port if port is None else port
+    bind_check(host, settings)
+    runner = web.AppRunner(app_create(settings), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        log_event(log, logging.INFO, "serve_listening", url=f"http://{_url_host(host)}:{port}/",
+                  token_required=runner.app[STATE].token is not None)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,94 @@
+"""Validation of what ``serve`` accepts: symbols, limits, asset classes, the pause reason.
+
+Each function returns the parsed value or raises ``UsageError`` (HTTP 400) with one line saying
+what is wrong. The bounds here are the ones ``openapi.py`` publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from enrichctl.domain import AssetClass, Trigger, parse_symbol
+from enrichctl.errors import UsageError
+from enrichctl.service import RunOptions
+
+# What the API accepts before ``parse_symbol`` upper-cases it: ASCII only, no padding, so the
+# published pattern and the server agree exactly (str.upper would map "ﬀ" to "FF").
+SYMBOL_PATTERN = r"^(?:[XCIxci]:)?[A-Za-z0-9][A-Za-z0-9.\-]{0,19}$"
+_SYMBOL_RE = re.compile(SYMBOL_PATTERN, re.ASCII)
+HISTORY_DEFAULT = 20
+HISTORY_MAX = 1000
+TRIGGER_MAX_SYMBOLS = 100
+REASON_MAX = 500
+_INT_RE = re.compile(r"[0-9]{1,7}", re.ASCII)
+
+
+def symbol_param(text: str) -> str:
+    # fullmatch: with match, the pattern's "$" would also accept a trailing newline.
+    if not _SYMBOL_RE.fullmatch(text):
+        raise UsageError(
+            f"invalid symbol {text[:40]!r}: expected a ticker like AAPL, BRK.B, X:BTCUSD, C:EURUSD or I:SPX"
+        )
+    return parse_symbol(text)
+
+
+def history_limit(query: MultiMapping[str]) -> int:
+    raw = query.get("limit")
+    if raw is None:
+        return HISTORY_DEFAULT
+    if not _INT_RE.fullmatch(raw) or not 1 <= int(raw) <= HISTORY_MAX:
+        raise UsageError(f"invalid limit {raw[:20]!r}: expected an integer from 1 to {HISTORY_MAX}")
+    return int(raw)
+
+
+def trigger_options(query: MultiMapping[str]) -> RunOptions:
+    """``symbols`` (repeated, at most 100; none = the configured universe) and ``asset_class``."""
+    raw_symbols = query.getall("symbols", [])
+    if len(raw_symbols) > TRIGGER_MAX_SYMBOLS:
+        raise UsageError(f"too many symbols ({len(raw_symbols)}): at most {TRIGGER_MAX_SYMBOLS} per trigger")
+    symbols = list(dict.fromkeys(symbol_param(s) for s in raw_symbols))
+    asset_class = None
+    if (raw_class := query.get("asset_class")) is not None:
+        try:
+            asset_class = AssetClass(raw_class)
+        except ValueError:
+            choices = ", ".join(a.value for a in AssetClass)
+            raise UsageError(f"invalid asset_class {raw_class[:20]!r}: expected one of {choices}") from None
+    return RunOptions(symbols=symbols or None, asset_class=asset_class, trigger=Trigger.API)
+
+
+async def pause_reason(request: web.Request) -> str | None:
+    """The reason from a JSON body ``{"reason": ...}`` or, without a body, the ``reason`` query."""
+    if request.can_read_body:
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(reason="send the pause reason as application/json")
+        doc = _json_object(await request.read())
+        unknown = set(doc) - {"reason"}
+        if unknown:
+            raise UsageError(f"unknown field(s) in the body: {', '.join(sorted(unknown))[:100]}")
+        reason = doc.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise UsageError("reason must be a string")
+    else:
+        reason = request.query.get("reason")
+    if reason is not None and len(reason) > REASON_MAX:
+        raise UsageError(f"reason is too long ({len(reason)} characters): at most {REASON_MAX}")
+    if reason is None:
+        return None
+    return reason.strip() or None
+
+
+def _json_object(body: bytes) -> Mapping[str, Any]:
+    try:
+        doc = json.loads(body) if body.strip() else {}
+    except (UnicodeDecodeError, ValueError):
+        raise UsageError("the body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise UsageError("the body must be a JSON object")
+    return doc
