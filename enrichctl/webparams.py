@@ -64,7 +64,9 @@ def trigger_options(query: MultiMapping[str]) -> RunOptions:
 
 
 async def pause_reason(request: web.Request) -> str | None:
-    """The reason from a JSON body ``{"reason": ...}`` or, without a body, the ``reason`` query."""
+    """The reason from a JSON body ``{"reason": ...}``, else from the ``reason`` query; both are
+    validated when given."""
+    reason = _reason(request.query.get("reason"))
     if request.can_read_body:
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(reason="send the pause reason as application/json")
@@ -72,16 +74,16 @@ async def pause_reason(request: web.Request) -> str | None:
         unknown = set(doc) - {"reason"}
         if unknown:
             raise UsageError(f"unknown field(s) in the body: {', '.join(sorted(unknown))[:100]}")
-        reason = doc.get("reason")
-        if reason is not None and not isinstance(reason, str):
+        if (value := doc.get("reason")) is not None and not isinstance(value, str):
             raise UsageError("reason must be a string")
-    else:
-        reason = request.query.get("reason")
-    if reason is not None and len(reason) > REASON_MAX:
-        raise UsageError(f"reason is too long ({len(reason)} characters): at most {REASON_MAX}")
-    if reason is None:
-        return None
-    return reason.strip() or None
+        reason = _reason(value) or reason
+    return reason
+
+
+def _reason(text: str | None) -> str | None:
+    if text is not None and len(text) > REASON_MAX:
+        raise UsageError(f"reason is too long ({len(text)} characters): at most {REASON_MAX}")
+    return (text or "").strip() or None
 
 
 def _json_object(body: bytes) -> Mapping[str, Any]:
