@@ -127,7 +127,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def _get(summary: str, ok: dict[str, Any], *errors: int, parameters: list | None = None) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(503, *errors)}}
+    op: dict[str, Any] = {"summary": summary, "responses": {**_errors(503, *errors), **ok}}
     if parameters:
         op["parameters"] = parameters
     return {"get": op}
@@ -135,7 +135,7 @@ def _get(summary: str, ok: dict[str, Any], *errors: int, parameters: list | None
 
 def _post(summary: str, ok: dict[str, Any], token_required: bool, *errors: int,
           parameters: list | None = None, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    statuses = (403, 503, *errors, *((401,) if token_required else ()))
+    statuses = (400, 403, 503, *errors, *((401,) if token_required else ()))
     op: dict[str, Any] = {"summary": summary, "responses": {**ok, **_errors(*statuses)}}
     if token_required:
         op["security"] = [{"bearerAuth": []}]
@@ -157,12 +157,14 @@ def document(token_required: bool) -> dict[str, Any]:
         "/metrics": _get("Prometheus text exposition.", {"200": {
             "description": "Metrics", "content": {"text/plain": {"schema": STR}}}}),
         f"{API}/dashboard/overview": _get("Where every symbol stands (= status --json).",
-                                          {"200": _json("Overview", "Overview")}),
+                                          {"200": _json("Overview", "Overview")}, 400),
         f"{API}/dashboard/health": _get(
             "healthy, degraded or unhealthy, with the reasons.",
-            {"200": _json("Healthy or degraded", "Health"), "503": _json("Unhealthy", "Health")}),
+            {"200": _json("Healthy or degraded", "Health"), "503": {
+                "description": "Unhealthy (the health document), or the database is unavailable (an error)",
+                "content": {JSON: {"schema": {"anyOf": [_ref("Health"), _ref("Error")]}}}}}, 400),
         f"{API}/dashboard/metrics": _get("Fetch, compute and quality metrics (= metrics --json).",
-                                         {"200": _json("Metrics", "Metrics")}),
+                                         {"200": _json("Metrics", "Metrics")}, 400),
         f"{API}/dashboard/job-status/{{symbol}}": _get(
             "One symbol: its series, recent jobs and issues (= status SYMBOL --json).",
             {"200": _json("Job status", "JobStatus")}, 400, 404,
@@ -186,16 +188,18 @@ def document(token_required: bool) -> dict[str, Any]:
             400, 413, 415,
             parameters=[{"name": "reason", "in": "query", "required": False,
                          "description": "Used when there is no body.",
-                         "schema": {"type": "string", "maxLength": REASON_MAX}}],
+                         "schema": {"type": "string", "minLength": 1, "maxLength": REASON_MAX}}],
             body={"required": False, "content": {JSON: {"schema": {
                 "type": "object", "additionalProperties": False,
-                "properties": {"reason": _nullable({"type": "string", "maxLength": REASON_MAX})}}}}}),
+                "properties": {"reason": _nullable(
+                    {"type": "string", "minLength": 1, "maxLength": REASON_MAX})}}}}}),
         f"{API}/resume": _post("Resume timer runs.", {"200": _json("Resumed", "Resumed")}, token_required),
     }
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "enrichctl serve", "version": "1",
-                 "description": "The enrichment dashboard API. State changes are POST only."},
+                 "description": "The enrichment dashboard API. State changes are POST only; "
+                                "unknown query parameters are rejected with 400."},
         "paths": paths,
         "components": {"schemas": SCHEMAS},
     }

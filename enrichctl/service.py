@@ -16,13 +16,26 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichctl import dashboard
-from enrichctl.domain import AssetClass, JobStatus, RunStatus, Timeframe, Trigger, ms_to_iso, now_ms
-from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, RunActive, StoreError
+from datetime import datetime
+
+from enrichctl import dashboard, notify
+from enrichctl.domain import (
+    AssetClass,
+    Instrument,
+    JobStatus,
+    RunStatus,
+    Timeframe,
+    Trigger,
+    datetime_to_ms,
+    ms_to_iso,
+    now_ms,
+)
+from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from enrichctl.logs import get_logger, log_event
+from enrichctl.pipeline import lifecycle
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
-from enrichctl.pipeline.plan import RunPlan, plan_build, universe_select
+from enrichctl.pipeline.plan import JobPlan, RunPlan, plan_build, universe_select
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import Provider, RequestRecord, RequestSink, provider_create
@@ -31,8 +44,6 @@ from enrichctl.store.repo import Store
 
 log = get_logger("service")
 
-LEASE_TTL_MS = 60_000
-HEARTBEAT_S = 15.0
 PAUSE_KEY = "pause"
 
 
@@ -46,6 +57,7 @@ class RunOptions:
     dry_run: bool = False
     force: bool = False
     trigger: Trigger = Trigger.CLI
+    worker: bool = False  # only join the active run as another worker; never start one
     as_of: int | None = None  # market time the run pretends it is (tests, reproducible backfills)
 
     def doc(self) -> dict[str, Any]:
@@ -163,7 +175,7 @@ async def run(
                 report.finished_at = now_ms()
                 return report
             ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
-            await _run_with_lease(settings, store, ctx, plan, options, report, records, progress)
+            await _work(settings, ctx, plan, options, report, records, progress)
             return report
     finally:
         await provider.aclose()
@@ -184,137 +196,147 @@ async def _skip(store: Store, report: RunReport, options: RunOptions, pause: dic
     return report
 
 
-async def _run_with_lease(
-    settings: Settings, store: Store, ctx: TaskContext, plan: RunPlan, options: RunOptions,
-    report: RunReport, records: list[RequestRecord], progress: ProgressHook | None,
+async def _work(
+    settings: Settings, ctx: TaskContext, plan: RunPlan, options: RunOptions, report: RunReport,
+    records: list[RequestRecord], progress: ProgressHook | None,
 ) -> None:
-    run_id = await _run_start(store, report, options)
-    report.run_id = run_id
+    """Start the run (or join the active one) and work its jobs until none is left."""
+    store = ctx.store
+    join = "only" if options.worker else ("allowed" if store.dialect == "postgresql" else "never")
+    doc = options.doc()
+    doc["timeframes"] = [t.value for t in (options.timeframes or settings.timeframes)]
+    joined = await lifecycle.run_start_or_join(store, {
+        "trigger": options.trigger.value, "status": RunStatus.RUNNING.value,
+        "provider": report.provider, "synthetic": report.synthetic, "host": socket.gethostname(),
+        "pid": os.getpid(), "started_at": report.started_at, "options": json.dumps(doc),
+        "jobs_total": len(plan.jobs), "jobs_succeeded": 0, "jobs_failed": 0, "bars_fetched": 0,
+        "bars_written": 0, "requests": 0,
+    }, join=join)
+    if joined is None:
+        report.status = "idle"
+        report.message = "no active run to join"
+        report.finished_at = now_ms()
+        return
+    run_id = report.run_id = joined.run_id
+    spec = _RunSpec.of(options, settings)
+    if joined.created:
+        await store.jobs_create(run_id, [j.instrument for j in plan.jobs])
+        await notify.ping(settings.notify, "start")
+    else:
+        plan, ctx, spec = await _follow(settings, ctx, run_id)
+        report.plan = plan
+        report.message = f"joined run {run_id} as worker {joined.worker}"
     ctx = TaskContext(ctx.store, ctx.provider, ctx.calendar, ctx.indicators, ctx.quality, run_id, ctx.now)
-    heartbeat = asyncio.create_task(_heartbeat(store, run_id))
-    final = RunStatus.FAILED
+    await store.worker_register(joined.worker, run_id, socket.gethostname(), os.getpid())
+    log_event(log, logging.INFO, "enrichment_started", run_id=run_id, trigger=options.trigger.value,
+              provider=ctx.provider.name, jobs=len(plan.jobs), series=len(plan.tasks),
+              requests_planned=plan.requests, worker=joined.worker, joined=not joined.created)
+    if progress:
+        progress("plan", {"plan": plan, "run_id": run_id})
+    runner = Runner(
+        ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries, settings.retry_delay_seconds),
+        joined.worker, lambda instrument: _plan_one(settings, ctx, spec, instrument), records, progress,
+    )
+    beat = asyncio.create_task(lifecycle.heartbeat(store, run_id, joined.worker, lambda: len(runner.results)))
+    snapshot = getattr(ctx.provider, "resilience_status", None)
     try:
-        job_ids = await store.jobs_create(run_id, [j.instrument for j in plan.jobs])
-        log_event(log, logging.INFO, "enrichment_started", run_id=run_id, trigger=options.trigger.value,
-                  provider=ctx.provider.name, jobs=len(plan.jobs), series=len(plan.tasks),
-                  requests_planned=plan.requests)
-        if progress:
-            progress("plan", {"plan": plan, "run_id": run_id})
-        config = RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
-                              settings.retry_delay_seconds)
-        runner = Runner(ctx, config, job_ids, records, progress)
-        report.jobs = await runner.run(plan)
-        if runner.abort is not None:
-            report.error = runner.abort.message
-            report.aborted = True
-        final = _run_status(report.jobs)
+        await runner.run(run_id)
     except asyncio.CancelledError:
-        final = RunStatus.CANCELLED
-        report.error = "cancelled by a signal"
-        raise
-    except StoreError as exc:
-        report.error = exc.message
+        await asyncio.shield(_stop(settings, store, run_id, joined.worker, snapshot, report))
         raise
     finally:
-        heartbeat.cancel()
+        beat.cancel()
         with suppress(asyncio.CancelledError):
-            await heartbeat
-        report.status = final.value
-        report.finished_at = now_ms()
-        await _run_finish(store, report, ctx, settings)
+            await beat
+        await asyncio.shield(store.worker_update(
+            joined.worker, finished_at=now_ms(), heartbeat_at=now_ms(), jobs_done=len(runner.results)))
+    report.jobs = runner.results
+    if runner.abort is not None:
+        report.error = runner.abort.message
+        report.aborted = True
 
+    async def closed(status: RunStatus) -> None:
+        await notify.ping(settings.notify, "success" if status is RunStatus.SUCCEEDED else "fail")
 
-async def _run_start(store: Store, report: RunReport, options: RunOptions) -> int:
-    """Take the run lease (exit 75 when another live run holds it); abandon dead runs."""
-    lease = await store.lease_get()
-    now = now_ms()
-    dead_holder = None
-    if lease is not None and lease.expires_at >= now and not _holder_alive(lease.host, lease.pid):
-        dead_holder = lease.run_id
-    if lease is not None and lease.expires_at >= now and dead_holder is None:
-        age = (now - lease.heartbeat_at) / 1000
-        raise RunActive(
-            f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
-            f"heartbeat {age:.0f} s ago); try again when it has finished"
-        )
-    dead = [r.id for r in await store.runs_running()]
-    if dead:
-        await store.runs_abandon(dead, "abandoned: its process stopped without finishing")
-        log_event(log, logging.WARNING, "enrichment_abandoned_runs", runs=",".join(map(str, dead)))
-    try:
-        run_id = await store.run_create(
-            trigger=options.trigger.value, status=RunStatus.RUNNING.value, provider=report.provider,
-            synthetic=report.synthetic, host=socket.gethostname(), pid=os.getpid(),
-            started_at=report.started_at, options=json.dumps(options.doc()),
-            jobs_total=0, jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
-        )
-    except StoreError:
-        raise RunActive("another run started at the same moment; try again when it has finished") from None
-    holder = await store.lease_claim(
-        run_id, socket.gethostname(), os.getpid(), LEASE_TTL_MS, dead_run_id=dead_holder
+    final = await lifecycle.run_close_if_done(
+        store, run_id, error=report.error, resilience=snapshot() if callable(snapshot) else None,
+        retention_ms=settings.requests_retention_days * 86_400_000, on_closed=closed,
     )
-    if holder.run_id != run_id:
-        await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
-                               error=f"lost the lease to run {holder.run_id}")
-        raise RunActive(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
-    return run_id
+    report.status = final.value if final is not None else RunStatus.RUNNING.value
+    report.finished_at = now_ms()
+    report.requests = await store.requests_count_for_run(run_id)
+    await _fill_other_workers_jobs(store, run_id, report)
 
 
-def _holder_alive(host: str, pid: int) -> bool:
-    """A lease holder on this host whose process is gone is dead now, not at lease expiry;
-    on another host only the expiry can tell."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+async def _stop(settings: Settings, store: Store, run_id: int, worker: str, snapshot, report: RunReport) -> None:
+    cancelled = await lifecycle.run_cancel(store, run_id, worker, snapshot() if callable(snapshot) else None)
+    report.status = RunStatus.CANCELLED.value if cancelled else RunStatus.RUNNING.value
+    report.error = "cancelled by a signal"
+    report.finished_at = now_ms()
+    if cancelled:
+        await notify.ping(settings.notify, "fail")
 
 
-async def _heartbeat(store: Store, run_id: int) -> None:
-    while True:
-        await asyncio.sleep(HEARTBEAT_S)
-        try:
-            await store.lease_heartbeat(run_id, LEASE_TTL_MS)
-        except StoreError as exc:  # a busy database must not kill the run; the next beat retries
-            log_event(log, logging.WARNING, "enrichment_heartbeat_failed", run_id=run_id, error=exc.message)
+async def _fill_other_workers_jobs(store: Store, run_id: int, report: RunReport) -> None:
+    """The summary lists every job of the run, also those other workers did."""
+    mine = {j.symbol for j in report.jobs}
+    for row in await store.jobs_of_run(run_id):
+        if row.symbol not in mine:
+            report.jobs.append(JobResult(
+                row.symbol, JobStatus(row.status), row.attempts, row.bars_fetched, row.bars_written,
+                error=row.error, duration_ms=row.duration_ms or 0.0,
+            ))
 
 
-async def _run_finish(store: Store, report: RunReport, ctx: TaskContext, settings: Settings) -> None:
-    """Record the outcome even when cancelled: shielded from a second cancellation."""
-    async def finish() -> None:
-        assert report.run_id is not None
-        report.requests = await store.requests_count_for_run(report.run_id)
-        snapshot = getattr(ctx.provider, "resilience_status", None)
-        await store.run_update(
-            report.run_id, status=report.status, finished_at=report.finished_at,
-            jobs_total=len(report.plan.jobs) if report.plan else 0,
-            jobs_succeeded=sum(j.status is JobStatus.SUCCEEDED for j in report.jobs),
-            jobs_failed=sum(j.status is JobStatus.FAILED for j in report.jobs),
-            bars_fetched=report.bars_fetched, bars_written=report.bars_written,
-            requests=report.requests, error=report.error,
-            resilience=json.dumps(snapshot()) if callable(snapshot) else None,
-        )
-        if report.status == RunStatus.CANCELLED.value:
-            await store.runs_abandon_jobs(report.run_id, "run cancelled")
-        await store.lease_release(report.run_id)
-        await store.requests_prune(report.started_at - settings.requests_retention_days * 86_400_000)
-        event = "enrichment_run_finished"
-        log_event(log, logging.INFO if report.status == "succeeded" else logging.WARNING, event,
-                  run_id=report.run_id, status=report.status, bars_fetched=report.bars_fetched,
-                  bars_written=report.bars_written, requests=report.requests)
+@dataclass(frozen=True, slots=True)
+class _RunSpec:
+    """What every worker of a run plans with (a joining worker reads it from the run row)."""
 
-    await asyncio.shield(finish())
+    timeframes: tuple[Timeframe, ...]
+    since: int | None
+    full_refresh: bool
+
+    @classmethod
+    def of(cls, options: RunOptions, settings: Settings) -> _RunSpec:
+        return cls(options.timeframes or settings.timeframes, options.since, options.full_refresh)
 
 
-def _run_status(jobs: list[JobResult]) -> RunStatus:
-    failed = sum(j.status is not JobStatus.SUCCEEDED for j in jobs)
-    if failed == 0:
-        return RunStatus.SUCCEEDED
-    return RunStatus.FAILED if failed == len(jobs) else RunStatus.PARTIAL
+async def _plan_one(settings: Settings, ctx: TaskContext, spec: _RunSpec, instrument) -> JobPlan:
+    """Plan one claimed job from the watermarks as they are now."""
+    plan = await plan_build(
+        ctx.store, ctx.calendar, ctx.provider, settings, [instrument], spec.timeframes,
+        now=ctx.now, since=spec.since, full_refresh=spec.full_refresh,
+        indicator_fingerprint=ctx.indicators.fingerprint,
+    )
+    return plan.jobs[0]
+
+
+async def _follow(
+    settings: Settings, ctx: TaskContext, run_id: int
+) -> tuple[RunPlan, TaskContext, _RunSpec]:
+    """A joining worker adopts the active run's spec (timeframes, since, as-of) and jobs."""
+    run = await ctx.store.run_get(run_id)
+    assert run is not None
+    spec = json.loads(run.options)
+    timeframes = tuple(Timeframe(t) for t in spec.get("timeframes") or [t.value for t in settings.timeframes])
+    since = _iso_ms(spec.get("since"))
+    as_of = _iso_ms(spec.get("as_of"))
+    now = as_of if as_of is not None else ctx.now
+    instruments = [Instrument(j.symbol, AssetClass(j.asset_class)) for j in await ctx.store.jobs_of_run(run_id)]
+    run_spec = _RunSpec(timeframes, since, bool(spec.get("full_refresh")))
+    plan = await plan_build(
+        ctx.store, ctx.calendar, ctx.provider, settings, instruments, timeframes, now=now,
+        since=since, full_refresh=run_spec.full_refresh,
+        indicator_fingerprint=ctx.indicators.fingerprint,
+    )
+    new_ctx = TaskContext(ctx.store, ctx.provider, ctx.calendar, ctx.indicators, ctx.quality, run_id, now)
+    return plan, new_ctx, run_spec
+
+
+def _iso_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    return datetime_to_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 # --- control and documents: one Session serves a CLI command or a whole `serve` process -----
@@ -408,10 +430,13 @@ async def db_upgrade(settings: Settings) -> dict[str, Any]:
 
 
 def exit_code_of(report: RunReport) -> int:
-    """0 done (or skipped, or planned); 78 when a configuration error stopped a run that could
-    fetch nothing; 1 when any job failed."""
-    if report.status in ("planned", RunStatus.SKIPPED.value, RunStatus.SUCCEEDED.value):
+    """0 done (or skipped, planned, nothing to join); 78 when a configuration error stopped a
+    run that could fetch nothing; 1 when any job failed. A worker whose run goes on elsewhere
+    answers for its own jobs."""
+    if report.status in ("planned", "idle", RunStatus.SKIPPED.value, RunStatus.SUCCEEDED.value):
         return EXIT_OK
     if report.aborted and report.bars_fetched == 0:
         return EXIT_CONFIG
+    if report.status == RunStatus.RUNNING.value:
+        return EXIT_OK if all(j.status is JobStatus.SUCCEEDED for j in report.jobs) else EXIT_FAILED
     return EXIT_FAILED

@@ -305,9 +305,9 @@ def _failure_service(ctx: _UnitContext) -> str:
     return f"""\
 # Rendered by `enrichctl systemd render`: started when %i fails (OnFailure= of {RUN_SERVICE}).
 # It writes the reasons (`enrichctl status --check`) to this unit's journal. To be alerted, add
-# your own command: `systemctl edit enrichctl-failure@.service`, then e.g.
+# your own command (`+`: outside this sandbox): `systemctl edit enrichctl-failure@.service`, then
 #   [Service]
-#   ExecStartPost=/usr/local/bin/notify-admin "enrichctl: %i failed"
+#   ExecStartPost=+/usr/local/bin/notify-admin "enrichctl: %i failed"
 [Unit]
 Description=enrichctl: report the failure of %i
 

@@ -32,7 +32,13 @@ from enrichctl.errors import (
 )
 from enrichctl.logs import get_logger, log_event
 from enrichctl.settings import Settings
-from enrichctl.webparams import history_limit, pause_reason, symbol_param, trigger_options
+from enrichctl.webparams import (
+    history_limit,
+    pause_reason,
+    query_check,
+    symbol_param,
+    trigger_options,
+)
 
 log = get_logger("web")
 
@@ -217,19 +223,23 @@ async def _document(request: web.Request, key: tuple[str, ...],
 
 
 async def overview(request: web.Request) -> web.Response:
+    query_check(request.query, ())
     return await _document(request, ("overview",), lambda s: s.overview())
 
 
 async def health(request: web.Request) -> web.Response:
+    query_check(request.query, ())
     return await _document(request, ("health",), lambda s: s.health(),
                            lambda doc: 503 if doc["status"] == "unhealthy" else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
+    query_check(request.query, ())
     return await _document(request, ("metrics",), lambda s: s.metrics())
 
 
 async def job_status(request: web.Request) -> web.Response:
+    query_check(request.query, ())
     symbol = symbol_param(request.match_info["symbol"])
     return await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol))
 
@@ -262,6 +272,7 @@ async def pause(request: web.Request) -> web.Response:
 
 async def resume(request: web.Request) -> web.Response:
     _require_post_allowed(request)
+    query_check(request.query, ())
     doc = await _session(request).resume()
     request.app[STATE].builds.invalidate()
     return json_response(doc)

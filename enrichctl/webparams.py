@@ -38,7 +38,20 @@ def symbol_param(text: str) -> str:
     return parse_symbol(text)
 
 
+def query_check(query: MultiMapping[str], allowed: tuple[str, ...]) -> None:
+    """An unknown parameter is an error, not ignored: ``?limt=5`` must not silently mean 20."""
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        accepted = ", ".join(allowed) if allowed else "none"
+        raise UsageError(f"unknown query parameter(s) {', '.join(map(repr, unknown))[:100]}; "
+                         f"accepted: {accepted}")
+    for name in allowed:
+        if name != "symbols" and len(query.getall(name, [])) > 1:
+            raise UsageError(f"query parameter {name!r} given more than once")
+
+
 def history_limit(query: MultiMapping[str]) -> int:
+    query_check(query, ("limit",))
     raw = query.get("limit")
     if raw is None:
         return HISTORY_DEFAULT
@@ -49,6 +62,7 @@ def history_limit(query: MultiMapping[str]) -> int:
 
 def trigger_options(query: MultiMapping[str]) -> RunOptions:
     """``symbols`` (repeated, at most 100; none = the configured universe) and ``asset_class``."""
+    query_check(query, ("symbols", "asset_class"))
     raw_symbols = query.getall("symbols", [])
     if len(raw_symbols) > TRIGGER_MAX_SYMBOLS:
         raise UsageError(f"too many symbols ({len(raw_symbols)}): at most {TRIGGER_MAX_SYMBOLS} per trigger")
@@ -66,6 +80,7 @@ def trigger_options(query: MultiMapping[str]) -> RunOptions:
 async def pause_reason(request: web.Request) -> str | None:
     """The reason from a JSON body ``{"reason": ...}``, else from the ``reason`` query; both are
     validated when given."""
+    query_check(request.query, ("reason",))
     reason = _reason(request.query.get("reason"))
     if request.can_read_body:
         if request.content_type != "application/json":
@@ -81,9 +96,14 @@ async def pause_reason(request: web.Request) -> str | None:
 
 
 def _reason(text: str | None) -> str | None:
-    if text is not None and len(text) > REASON_MAX:
-        raise UsageError(f"reason is too long ({len(text)} characters): at most {REASON_MAX}")
-    return (text or "").strip() or None
+    if text is None:
+        return None
+    # An empty value is refused rather than read as "no reason": in a query string it is also
+    # what a client's null or empty list turns into.
+    if not 1 <= len(text) <= REASON_MAX:
+        raise UsageError(f"reason must have 1 to {REASON_MAX} characters (it has {len(text)}); "
+                         "leave it out to give none")
+    return text.strip() or None
 
 
 def _json_object(body: bytes) -> Mapping[str, Any]:

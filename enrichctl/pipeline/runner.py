@@ -1,8 +1,12 @@
-"""Runs the jobs of a plan: one job per symbol under a semaphore, one task per timeframe.
+"""Works the jobs of a run: ``max_concurrent`` slots each claim the next job from the database,
+plan its series (one task per timeframe) and run them.
 
-A job whose tasks fail with a retryable error is retried up to ``max_retries`` times with
-exponential backoff (only its unfinished tasks; finished ones are committed). Every state change
-is persisted: pending -> running -> succeeded | failed | retrying (-> running ...).
+Jobs are claimed, not handed out in memory, so several workers (processes, hosts) can share one
+run: each claim is a lease this worker renews; a worker that dies loses its claims when the lease
+lapses and another worker finishes its jobs. A job whose tasks fail with a retryable error is
+retried up to ``max_retries`` times with exponential backoff (only its unfinished tasks; finished
+ones are committed). Every state change is persisted:
+pending -> running -> succeeded | failed | retrying (-> running ...).
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichctl.domain import JobStatus, now_ms
+from enrichctl.domain import AssetClass, Instrument, JobStatus, now_ms
 from enrichctl.errors import ConfigError, EnrichError, ProviderError, StoreError
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline.plan import JobPlan, Mode, RunPlan, SeriesPlan
+from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
 from enrichctl.providers.base import RequestRecord
 
@@ -71,60 +75,84 @@ class RunAborted(Exception):
         self.error = error
 
 
+JobPlanner = Callable[[Instrument], Awaitable[JobPlan]]
+
+# A claim lapses this long after the last renewal; renewals come three times per period.
+JOB_LEASE_MS = 60_000
+# How often an idle slot looks again for work while other workers still hold jobs.
+IDLE_POLL_S = 1.0
+
+
 class Runner:
     def __init__(
         self,
         ctx: TaskContext,
         config: RunnerConfig,
-        job_ids: dict[str, int],
+        worker: str,
+        plan_job: JobPlanner,
         requests: list[RequestRecord],
         progress: ProgressHook | None = None,
     ) -> None:
         self.ctx = ctx
         self.config = config
-        self.job_ids = job_ids
+        self.worker = worker
+        self.plan_job = plan_job
         self.requests = requests  # filled by the provider's sink; flushed after every task
         self.progress = progress or (lambda _kind, _data: None)
-        self.semaphore = asyncio.Semaphore(config.max_concurrent)
         self.abort: ConfigError | None = None
+        self.results: list[JobResult] = []
 
-    async def run(self, plan: RunPlan) -> list[JobResult]:
-        tasks = [asyncio.create_task(self._job_guarded(job)) for job in plan.jobs]
+    async def run(self, run_id: int) -> list[JobResult]:
+        """Work until no job of the run is left to claim and none is held by a live worker."""
+        renewer = asyncio.create_task(self._renew())
+        slots = [asyncio.create_task(self._slot(run_id)) for _ in range(self.config.max_concurrent)]
         try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        return list(results)
+            await asyncio.gather(*slots)
+        finally:
+            for task in (*slots, renewer):
+                task.cancel()
+            await asyncio.gather(*slots, renewer, return_exceptions=True)
+        if self.abort is not None:
+            await self.ctx.store.jobs_fail_pending(run_id, self.abort.message)
+        return self.results
 
-    async def _job_guarded(self, job: JobPlan) -> JobResult:
-        async with self.semaphore:
-            if self.abort is not None:
-                result = JobResult(job.instrument.symbol, JobStatus.FAILED, 0, error=self.abort.message)
-                await self.ctx.store.job_update(
-                    self.job_ids[job.instrument.symbol], status=result.status.value,
-                    error=result.error, finished_at=now_ms(),
-                )
-                self.progress("job_done", {"result": result})
-                return result
-            result = await self._job(job)
-            self.progress("job_done", {"result": result})
-            return result
-
-    async def _job(self, job: JobPlan) -> JobResult:
-        symbol = job.instrument.symbol
-        job_id = self.job_ids[symbol]
+    async def _slot(self, run_id: int) -> None:
         store = self.ctx.store
-        result = JobResult(symbol, JobStatus.RUNNING, 0)
+        while self.abort is None:
+            job = await store.job_claim(run_id, self.worker, JOB_LEASE_MS)
+            if job is None:
+                # Our own unfinished jobs finish in the other slots; only jobs other workers
+                # hold are worth waiting for (their claims may lapse and become ours).
+                if await store.jobs_unfinished_elsewhere(run_id, self.worker) == 0:
+                    return
+                await asyncio.sleep(IDLE_POLL_S)
+                continue
+            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)))
+            result = await self._job(job.id, job.attempts, plan)
+            if result is not None:
+                self.results.append(result)
+                self.progress("job_done", {"result": result})
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(JOB_LEASE_MS / 3000)
+            try:
+                await self.ctx.store.jobs_renew(self.worker, JOB_LEASE_MS)
+            except StoreError as exc:  # the next renewal retries; a lapse only lets others help
+                log_event(log, logging.WARNING, "enrichment_lease_renew_failed", error=exc.message)
+
+    async def _job(self, job_id: int, attempts_before: int, job: JobPlan) -> JobResult | None:
+        """Run one claimed job to its end; None when another worker took it over meanwhile."""
+        symbol = job.instrument.symbol
+        store = self.ctx.store
+        result = JobResult(symbol, JobStatus.RUNNING, attempts_before)
         remaining = list(job.tasks)
         started = time.perf_counter()
-        started_at = now_ms()
         while True:
             result.attempts += 1
-            await store.job_update(job_id, status=JobStatus.RUNNING.value, attempts=result.attempts,
-                                   started_at=started_at)
+            if not await store.job_update_claimed(job_id, self.worker, status=JobStatus.RUNNING.value,
+                                                  attempts=result.attempts):
+                return None
             log_event(log, logging.INFO, "enrichment_job_started", run_id=self.ctx.run_id,
                       symbol=symbol, attempt=result.attempts,
                       timeframes=",".join(t.series.timeframe.value for t in remaining))
@@ -153,16 +181,18 @@ class Runner:
             if self.abort is not None or not retryable or result.attempts > self.config.max_retries:
                 result.status = JobStatus.FAILED
                 break
-            delay = self._backoff(result.attempts)
-            await store.job_update(job_id, status=JobStatus.RETRYING.value, error=error)
+            delay = self._backoff(result.attempts - attempts_before)
+            await store.job_update_claimed(job_id, self.worker, status=JobStatus.RETRYING.value,
+                                           error=error)
             log_event(log, logging.WARNING, "enrichment_retry", run_id=self.ctx.run_id, symbol=symbol,
                       attempt=result.attempts, delay_s=round(delay, 2), error=error)
             await asyncio.sleep(delay)
             remaining = [p for p, _ in failed]
         result.duration_ms = (time.perf_counter() - started) * 1000
-        await store.job_update(
-            job_id, status=result.status.value, finished_at=now_ms(), duration_ms=result.duration_ms,
-            bars_fetched=result.bars_fetched, bars_written=result.bars_written,
+        await store.job_update_claimed(
+            job_id, self.worker, status=result.status.value, finished_at=now_ms(),
+            duration_ms=result.duration_ms, bars_fetched=result.bars_fetched,
+            bars_written=result.bars_written, lease_expires_at=None,
             error=result.error if result.status is JobStatus.FAILED else None,
         )
         if result.status is JobStatus.SUCCEEDED:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Collection, Iterable
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from yarl import URL
 
 from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, Series
 from enrichctl.errors import (
+    ConfigError,
     PermanentProviderError,
     ProviderAuthError,
     ProviderError,
@@ -107,6 +109,11 @@ class PolygonProvider:
             NAME, resilience, settings.requests_per_minute, self._registry
         )
         base = URL(settings.base_url.rstrip("/"))
+        if base.scheme not in ("http", "https") or not base.host:
+            raise ConfigError(
+                f"polygon.base_url must be an http(s) URL like https://api.polygon.io, "
+                f"got {settings.base_url!r}"
+            )
         self._origin = base.origin()
         self._prefix = base.path.rstrip("/")
         self._session = session
@@ -137,7 +144,7 @@ class PolygonProvider:
             span = LIMIT * MS_PER_MINUTE
             cuts = np.arange(start_ms + span, end_ms + 1, span, dtype=np.int64)
         edges = [start_ms, *(int(c) for c in cuts if start_ms < c <= end_ms)]
-        return [(a, b - 1) for a, b in zip(edges, edges[1:])] + [(edges[-1], end_ms)]
+        return [(a, b - 1) for a, b in pairwise(edges)] + [(edges[-1], end_ms)]
 
     def grouped_days(self, start_ms: int, end_ms: int) -> list[str]:
         """The NYSE session dates (YYYY-MM-DD) in [start_ms, end_ms]: one grouped request each."""
@@ -219,7 +226,9 @@ class PolygonProvider:
             rows = [r for r in results if wanted is None or r["T"] in wanted]
             tickers = [str(r["T"]) for r in rows]
         except (KeyError, TypeError):
-            raise PermanentProviderError(f"Polygon sent a grouped bar without a ticker ({url.path})") from None
+            raise PermanentProviderError(
+                f"Polygon sent a grouped bar without a ticker ({url.path})"
+            ) from None
         bars = _bars_of(rows, url, ts=day_start)
         return {t: bars.take(slice(i, i + 1)) for i, t in enumerate(tickers)}
 
@@ -310,15 +319,19 @@ class PolygonProvider:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._key}", "User-Agent": USER_AGENT}
 
-    def _error_for(self, status: int, raw: bytes, retry_after: str | None, url: URL) -> ProviderError:
+    def _error_for(
+        self, status: int, raw: bytes, retry_after: str | None, url: URL
+    ) -> ProviderError | ProviderAuthError:
         """401/403 and refused keys need a person; 429, 5xx retry; any other status does not."""
         try:
             doc = json.loads(raw)
         except ValueError:
             doc = None
         doc = doc if isinstance(doc, dict) else {}
-        said = doc.get("message") or doc.get("error") or raw[:SERVER_TEXT_MAX].decode("utf-8", "replace")
-        what = f"{doc.get('status') or 'HTTP'} {status}: {self._redact(str(said))[:SERVER_TEXT_MAX]}".strip()
+        # Redact before cutting, or a cut could leave the first half of an echoed key behind.
+        said = doc.get("message") or doc.get("error") or raw[:4096].decode("utf-8", "replace")
+        said = self._redact(str(said))[:SERVER_TEXT_MAX]
+        what = f"{doc.get('status') or 'HTTP'} {status}: {said}".strip()
         if status in (401, 403) or doc.get("status") == "NOT_AUTHORIZED":
             return ProviderAuthError(
                 f"Polygon refused the API key ({what}); check polygon.api_key / POLYGON_API_KEY "
@@ -377,7 +390,10 @@ def _bars_of(results: Any, url: URL, *, ts: int | None = None) -> Bars:
         return Bars.empty()
     try:
         n = len(results)
-        stamps = np.full(n, ts, np.int64) if ts is not None else np.array([r["t"] for r in results], np.int64)
+        if ts is None:
+            stamps = np.array([r["t"] for r in results], np.int64)
+        else:
+            stamps = np.full(n, ts, np.int64)
         # dtype=float turns None into NaN, so a list comprehension per column is all it takes.
         o, h, lo, c = (np.array([r[k] for r in results], np.float64) for k in ("o", "h", "l", "c"))
         v, vw, trades = (np.array([r.get(k) for r in results], np.float64) for k in ("v", "vw", "n"))

@@ -15,11 +15,15 @@ from enrichctl.store.tables import (
     jobs,
     leases,
     quality_issues,
+    rate_events,
     requests,
     runs,
     series,
     tasks,
+    workers,
 )
+
+UNFINISHED = ("pending", "running", "retrying")
 
 
 def _insert(dialect: str, table: sa.Table):
@@ -164,19 +168,12 @@ def runs_abandon(run_ids: list[int], now: int, reason: str):
     )
 
 
-def jobs_unfinished_abandon(run_ids: list[int], now: int):
+def jobs_unfinished_cancel(run_ids: list[int], now: int, reason: str):
     return (
         sa.update(jobs)
-        .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(("pending", "running", "retrying")))
-        .values(status="cancelled", finished_at=now, updated_at=now, error="run abandoned")
-    )
-
-
-def jobs_unfinished_cancel(run_id: int, now: int, reason: str):
-    return (
-        sa.update(jobs)
-        .where(jobs.c.run_id == run_id, jobs.c.status.in_(("pending", "running", "retrying")))
-        .values(status="cancelled", finished_at=now, updated_at=now, error=reason)
+        .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(UNFINISHED))
+        .values(status="cancelled", finished_at=now, updated_at=now, error=reason,
+                claimed_by=None, lease_expires_at=None)
     )
 
 
@@ -190,6 +187,112 @@ def jobs_of_run(run_id: int):
 
 def job_update(job_id: int, **values):
     return sa.update(jobs).where(jobs.c.id == job_id).values(**values)
+
+
+def job_claimable(run_id: int, now: int):
+    """The next job nobody holds: pending, or claimed by a worker whose lease lapsed. On
+    PostgreSQL, SKIP LOCKED lets many workers claim at once without waiting on each other."""
+    lapsed = jobs.c.status.in_(("running", "retrying")) & (jobs.c.lease_expires_at < now)
+    return (
+        sa.select(jobs.c.id)
+        .where(jobs.c.run_id == run_id, (jobs.c.status == "pending") | lapsed)
+        .order_by(jobs.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def job_claim(job_id: int, worker: str, now: int, expires: int):
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id)
+        .values(status="running", claimed_by=worker, lease_expires_at=expires, updated_at=now,
+                started_at=sa.func.coalesce(jobs.c.started_at, now))
+        .returning(*jobs.c)
+    )
+
+
+def job_update_claimed(job_id: int, worker: str, **values):
+    """Update a job only while this worker still holds it (a lapsed claim may be re-taken)."""
+    return sa.update(jobs).where(jobs.c.id == job_id, jobs.c.claimed_by == worker).values(**values)
+
+
+def jobs_renew(worker: str, expires: int):
+    return (
+        sa.update(jobs)
+        .where(jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
+        .values(lease_expires_at=expires)
+    )
+
+
+def jobs_release(worker: str, now: int):
+    """Give this worker's unfinished jobs back (graceful stop with other workers alive)."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
+        .values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
+    )
+
+
+def jobs_fail_pending(run_id: int, now: int, error: str):
+    return (
+        sa.update(jobs)
+        .where(jobs.c.run_id == run_id, jobs.c.status == "pending")
+        .values(status="failed", finished_at=now, updated_at=now, error=error)
+    )
+
+
+def jobs_status_counts(run_id: int):
+    return (
+        sa.select(jobs.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(jobs.c.bars_fetched), 0),
+                  sa.func.coalesce(sa.func.sum(jobs.c.bars_written), 0))
+        .where(jobs.c.run_id == run_id)
+        .group_by(jobs.c.status)
+    )
+
+
+def jobs_unfinished_elsewhere(run_id: int, worker: str):
+    """Unfinished jobs of the run that this worker does not hold."""
+    mine = jobs.c.claimed_by == worker
+    return sa.select(sa.func.count()).where(
+        jobs.c.run_id == run_id, jobs.c.status.in_(UNFINISHED), sa.or_(jobs.c.claimed_by.is_(None), ~mine)
+    )
+
+
+def jobs_of_run_all(run_id: int):
+    return sa.select(jobs).where(jobs.c.run_id == run_id).order_by(jobs.c.id)
+
+
+def run_finalize(run_id: int, **values):
+    """Close a run once; the worker whose statement matches is the one that finished it."""
+    return sa.update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(**values)
+
+
+def worker_insert(**values):
+    return sa.insert(workers).values(**values)
+
+
+def worker_update(worker_id: str, **values):
+    return sa.update(workers).where(workers.c.id == worker_id).values(**values)
+
+
+def workers_of_run(run_id: int):
+    return sa.select(workers).where(workers.c.run_id == run_id).order_by(workers.c.started_at)
+
+
+def rate_window(limiter: str, since: int):
+    return (
+        sa.select(sa.func.count(), sa.func.min(rate_events.c.at))
+        .where(rate_events.c.limiter == limiter, rate_events.c.at > since)
+    )
+
+
+def rate_prune(limiter: str, before: int):
+    return sa.delete(rate_events).where(rate_events.c.limiter == limiter, rate_events.c.at <= before)
+
+
+def rate_admit(limiter: str, at: int):
+    return sa.insert(rate_events).values(limiter=limiter, at=at)
 
 
 def jobs_latest_per_symbol():
@@ -307,11 +410,12 @@ def lease_get(name: str):
     return sa.select(leases).where(leases.c.name == name)
 
 
-def lease_heartbeat(name: str, run_id: int, now: int, expires: int):
+def lease_heartbeat(name: str, run_id: int, now: int, expires: int, host: str, pid: int):
+    """Renew the lease; it names the worker that renewed it last (any worker of the run)."""
     return (
         sa.update(leases)
         .where(leases.c.name == name, leases.c.run_id == run_id)
-        .values(heartbeat_at=now, expires_at=expires)
+        .values(heartbeat_at=now, expires_at=expires, host=host, pid=pid)
     )
 
 

@@ -47,8 +47,10 @@ def enrichctl_path() -> str:
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Result:
+    """One finished command. Its full output is in the test's captured stdout (see ``_log``)."""
+
     args: tuple[str, ...]
     code: int
     out: str
@@ -58,8 +60,12 @@ class Result:
     def err_lines(self) -> list[str]:
         return self.err.splitlines()
 
-    def __str__(self) -> str:  # what pytest prints when an assertion about a result fails
-        return f"enrichctl {' '.join(self.args)} -> {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
+    def __repr__(self) -> str:  # short: pytest cuts assertion messages at 240 characters
+        return f"<enrichctl {' '.join(self.args)} exited {self.code}; see the captured stdout>"
+
+    def __str__(self) -> str:
+        return (f"$ enrichctl {' '.join(self.args)}  -> exit {self.code}\n"
+                f"--- stdout\n{self.out}--- stderr\n{self.err}--- end\n")
 
 
 class Workspace:
@@ -84,9 +90,7 @@ class Workspace:
             [self.exe, *args], cwd=self.root, env={**self.env, **(env or {})},
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
-        result = Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
-        self.results.append(result)
-        return result
+        return self._log(Result(tuple(args), proc.returncode, proc.stdout, proc.stderr))
 
     def run_on_terminal(self, *args: str, timeout: float = 60) -> Result:
         """Run ``enrichctl ARGS`` with stderr on a terminal (where progress and colours go) and
@@ -109,8 +113,12 @@ class Workspace:
             reader.join(timeout=10)
             os.close(main)
         err = b"".join(chunks).decode(errors="replace")
-        result = Result(tuple(args), proc.returncode, out.decode(), err)
+        return self._log(Result(tuple(args), proc.returncode, out.decode(), err))
+
+    def _log(self, result: Result) -> Result:
+        """Keep the result, and print it: pytest shows it with a failing test."""
         self.results.append(result)
+        print(result)
         return result
 
     def many(self, argvs: Iterable[Sequence[str]]) -> list[Result]:

@@ -26,7 +26,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from aiohttp import web
@@ -127,7 +127,7 @@ class FakePolygon:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> FakePolygon:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -1,6 +1,7 @@
 """The whole pipeline (``service.run``) with the Polygon provider against a fake Polygon on
 127.0.0.1: the stored series equal what the server holds, re-adjusted history is refetched, a
-refused key exits 78, and the key is nowhere to be found afterwards."""
+refused key exits 78, and the key is nowhere to be found afterwards. ``db`` (from conftest) runs
+the first two on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -20,6 +22,9 @@ from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.pipeline.plan import Mode
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.settings import Settings
+
+if TYPE_CHECKING:
+    from conftest import Database  # the ``db`` fixture: one empty database per backend
 
 KEY = "pk_GREPME_5d1e8b7f0a"
 AS_OF = utc_date_ms("2025-06-02") + 12 * 3_600_000  # Monday 08:00 New York: Friday is complete
@@ -52,11 +57,11 @@ def captured_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptur
     logger.removeHandler(caplog.handler)
 
 
-def settings_for(fake: FakePolygon, db: Path, key: str = KEY) -> Settings:
+def settings_for(fake: FakePolygon, database_url: str, key: str = KEY) -> Settings:
     return Settings(
         provider="polygon",
         polygon={"api_key": key, "base_url": fake.url, "requests_per_minute": 0},
-        database_url=f"sqlite:///{db}",
+        database_url=database_url,
         universe=[{"symbol": s, "asset_class": c} for s, c in UNIVERSE.items()],
         timeframes=TIMEFRAMES,
         history_days=HISTORY_DAYS,
@@ -71,19 +76,19 @@ async def serve_demo_market(fake: FakePolygon, calendar: SessionCalendar, as_of:
         await fake.hold_from(demo, series, as_of - 150 * MS_PER_DAY, as_of)
 
 
-async def assert_store_equals_server(
-    settings: Settings, fake: FakePolygon, first_ts: dict[Series, int], end: dict[Series, int]
+def assert_store_equals_server(
+    db: Database, fake: FakePolygon, first_ts: dict[Series, int], end: dict[Series, int]
 ) -> None:
-    async with service.store_open(settings) as store:
-        for series in SERIES:
-            held = fake.held(series)
-            want = held.take((held.ts >= first_ts[series]) & (held.ts <= end[series]))
-            got = await store.bars_range(series)
-            assert len(want) > 0
-            assert len(got) == len(want), series
-            for name in BAR_FIELDS:
-                np.testing.assert_array_equal(getattr(got, name), getattr(want, name),
-                                              err_msg=f"{series} {name}")
+    """Read back through an independent driver: every bar the server holds in the range."""
+    for series in SERIES:
+        held = fake.held(series)
+        want = held.take((held.ts >= first_ts[series]) & (held.ts <= end[series]))
+        got = db.bars(series)
+        assert len(want) > 0
+        assert len(got) == len(want), series
+        for name in BAR_FIELDS:
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name),
+                                          err_msg=f"{series} {name}")
 
 
 def plan_of(report: service.RunReport) -> dict[Series, object]:
@@ -92,16 +97,16 @@ def plan_of(report: service.RunReport) -> dict[Series, object]:
 
 
 async def test_every_series_ends_equal_to_the_server_and_readjusted_history_is_refetched(
-    fake: FakePolygon, calendar: SessionCalendar, tmp_path: Path
+    fake: FakePolygon, calendar: SessionCalendar, db: Database
 ) -> None:
-    settings = settings_for(fake, tmp_path / "enrich.db")
+    settings = settings_for(fake, db.url)
     await serve_demo_market(fake, calendar, AS_OF)
     first = await service.run(settings, service.RunOptions(as_of=AS_OF))
     assert service.exit_code_of(first) == EXIT_OK, first.doc()
     plan1 = plan_of(first)
     assert {p.mode for p in plan1.values()} == {Mode.NEW}
     starts = {s: p.history_start for s, p in plan1.items()}
-    await assert_store_equals_server(settings, fake, starts, {s: p.end for s, p in plan1.items()})
+    assert_store_equals_server(db, fake, starts, {s: p.end for s, p in plan1.items()})
     assert first.requests == len(fake.requests)  # one stored record per request the server saw
 
     # Three days later: new bars, and a 2:1 split re-adjusts AAPL's whole history.
@@ -116,7 +121,7 @@ async def test_every_series_ends_equal_to_the_server_and_readjusted_history_is_r
     assert aapl.readjusted == 2 and all(j.readjusted == 0 for j in second.jobs if j.symbol != "AAPL")
     # A re-adjusted series is replaced from the (new) history start; the others grow.
     starts = {s: (plan2[s].history_start if s.symbol == "AAPL" else starts[s]) for s in SERIES}
-    await assert_store_equals_server(settings, fake, starts, {s: p.end for s, p in plan2.items()})
+    assert_store_equals_server(db, fake, starts, {s: p.end for s, p in plan2.items()})
     assert second.requests == len(fake.requests) - seen_before == len(SERIES) + 2
     async with service.store_open(settings) as store:
         issues = await store.issues_recent("AAPL", "1d")
@@ -124,24 +129,23 @@ async def test_every_series_ends_equal_to_the_server_and_readjusted_history_is_r
 
 
 async def test_a_refused_key_stops_the_run_with_exit_78_and_stores_nothing(
-    fake: FakePolygon, calendar: SessionCalendar, tmp_path: Path
+    fake: FakePolygon, calendar: SessionCalendar, db: Database
 ) -> None:
     await serve_demo_market(fake, calendar, AS_OF)
-    settings = settings_for(fake, tmp_path / "enrich.db", key="pk_not_the_right_one")
+    settings = settings_for(fake, db.url, key="pk_not_the_right_one")
     report = await service.run(settings, service.RunOptions(as_of=AS_OF))
     assert service.exit_code_of(report) == EXIT_CONFIG
     assert report.aborted and "refused the API key" in (report.error or "")
     assert 1 <= len(fake.requests) <= len(UNIVERSE)  # jobs already in flight; none retried
     assert {r.status for r in fake.requests} == {401}
-    async with service.store_open(settings) as store:
-        assert await store.bars_count_total() == 0
+    assert db.scalar("SELECT count(*) FROM bars") == 0
 
 
 async def test_the_key_is_in_no_file_log_or_document(
     fake: FakePolygon, calendar: SessionCalendar, tmp_path: Path,
     captured_logs: pytest.LogCaptureFixture,
 ) -> None:
-    settings = settings_for(fake, tmp_path / "enrich.db")
+    settings = settings_for(fake, f"sqlite:///{tmp_path / 'enrich.db'}")
     await serve_demo_market(fake, calendar, AS_OF)
     # A server that echoes the key back in its errors: a 404 fails one series...
     fake.fail_next(404, body={"status": "ERROR", "request_id": "r", "error": f"no such data for {KEY}"})
@@ -152,13 +156,15 @@ async def test_the_key_is_in_no_file_log_or_document(
     second = await service.run(settings, service.RunOptions(as_of=LATER))
     assert second.aborted and "***" in (second.error or "")
 
-    documents = {
-        "overview": await service.overview(settings),
-        "metrics": await service.metrics(settings),
-        "history": await service.history(settings, 10),
-        "first": first.doc(),
-        "second": second.doc(),
-    }
+    async with service.session_open(settings) as session:
+        documents = {
+            "overview": await session.overview(),
+            "metrics": await session.metrics(),
+            "history": await session.history(10),
+            "job_status": await session.job_status("AAPL"),
+            "first": first.doc(),
+            "second": second.doc(),
+        }
     for name, doc in documents.items():
         assert KEY not in json.dumps(doc, default=str), name
     assert "AAPL" in json.dumps(documents["overview"])  # the documents are not empty

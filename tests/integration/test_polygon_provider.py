@@ -9,15 +9,21 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pytest
 from fake_polygon import FakePolygon
 
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
-from enrichctl.errors import PermanentProviderError, ProviderAuthError, RetryableProviderError
+from enrichctl.errors import (
+    ConfigError,
+    PermanentProviderError,
+    ProviderAuthError,
+    RetryableProviderError,
+)
 from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.base import Provider, RequestRecord
 from enrichctl.providers.demo import DemoProvider
@@ -72,7 +78,7 @@ class Client:
             rate_margin=rate_margin,
         )
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -97,6 +103,14 @@ def assert_same_bars(got: Bars, want: Bars) -> None:
 async def test_is_a_provider(client: Client) -> None:
     assert isinstance(client.provider, Provider)
     assert client.provider.name == "polygon" and client.provider.synthetic is False
+
+
+@pytest.mark.parametrize("base_url", ["api.polygon.io", "ftp://api.polygon.io", "https://"])
+def test_a_base_url_that_is_not_http_is_a_configuration_error(
+    calendar: SessionCalendar, base_url: str
+) -> None:
+    with pytest.raises(ConfigError, match="polygon.base_url"):
+        PolygonProvider(PolygonSettings(api_key=KEY, base_url=base_url), calendar)
 
 
 async def test_parses_the_recorded_aapl_day_bars(fake: FakePolygon, client: Client) -> None:
@@ -236,7 +250,7 @@ def test_stock_minute_chunks_hold_at_most_52_sessions_and_tile_the_range(
     start, end = utc_date_ms("2024-01-01"), utc_date_ms("2025-01-01")
     chunks = client.provider.chunks(AAPL_1M, start, end)
     assert chunks[0][0] == start and chunks[-1][1] == end
-    assert all(b + 1 == c for (_, b), (c, _) in zip(chunks, chunks[1:]))
+    assert all(b + 1 == c for (_, b), (c, _) in pairwise(chunks))
     assert max(len(calendar.sessions(a, b).day) for a, b in chunks) <= 52
     assert len(chunks) == math.ceil(len(calendar.sessions(start, end).day) / 52) == 5
     assert client.provider.requests_needed(AAPL_1D, start, end) == 1
@@ -260,10 +274,12 @@ async def test_stock_minute_bars_over_many_sessions_arrive_whole(
 async def test_a_refused_key_is_a_configuration_error_and_not_retried(
     calendar: SessionCalendar, shape: str
 ) -> None:
-    async with FakePolygon(api_key=KEY, auth_error=shape) as fake:
-        async with Client(fake, calendar, key="pk_wrong") as c:
-            with pytest.raises(ProviderAuthError, match="refused the API key"):
-                await c.provider.fetch_bars(AAPL_1D, 0, NOW)
+    async with (
+        FakePolygon(api_key=KEY, auth_error=shape) as fake,
+        Client(fake, calendar, key="pk_wrong") as c,
+    ):
+        with pytest.raises(ProviderAuthError, match="refused the API key"):
+            await c.provider.fetch_bars(AAPL_1D, 0, NOW)
     assert len(fake.requests) == 1
     assert [(r.status, r.ok) for r in c.records] == [(401, False)]
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from enrichctl import service
-from enrichctl.domain import MS_PER_DAY, AssetClass, RunStatus, Series, Timeframe, Trigger, now_ms
+from enrichctl.domain import MS_PER_DAY, AssetClass, Instrument, RunStatus, Series, Timeframe, Trigger, now_ms
 from enrichctl.errors import EXIT_OK, EXIT_TEMPFAIL, ConfigError, RunActive, StoreError
 from enrichctl.pipeline.calendar import utc_date_ms
 from enrichctl.pipeline.indicators import IndicatorSet
@@ -134,6 +134,8 @@ async def test_an_sqlite_path_that_cannot_be_created_is_a_configuration_error(tm
 
 
 async def test_a_run_while_another_holds_the_lease_exits_75(db):
+    if db.backend == "postgresql":
+        pytest.skip("on PostgreSQL a second run joins the active one: test_a_second_run_joins_on_postgresql")
     settings = db.settings(["AAPL"])
     store = await Store.open(settings.database_url_resolved())
     try:
@@ -149,6 +151,32 @@ async def test_a_run_while_another_holds_the_lease_exits_75(db):
     assert db.scalar("SELECT count(*) FROM runs") == 0
     assert db.scalar("SELECT count(*) FROM bars") == 0
     assert db.rows("SELECT run_id, host FROM leases") == [(424242, "other-host")]
+
+
+async def test_a_second_run_joins_on_postgresql(db):
+    if db.backend != "postgresql":
+        pytest.skip("SQLite answers a second run with exit 75: test_a_run_while_another_holds_the_lease_exits_75")
+    settings = db.settings(["AAPL", "MSFT"])
+    store = await Store.open(settings.database_url_resolved())
+    try:
+        run_id = await store.run_create(
+            trigger="timer", status="running", provider="demo", synthetic=True, host="other-host",
+            pid=4242, started_at=1, options='{"timeframes": ["1d"]}', jobs_total=2,
+            jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
+        )
+        await store.jobs_create(run_id, [Instrument("AAPL", AssetClass.STOCK), Instrument("MSFT", AssetClass.STOCK)])
+        await store.lease_claim(run_id, "other-host", 4242, ttl_ms=60_000)
+    finally:
+        await store.close()
+
+    report = await service.run(settings, RunOptions(as_of=AS_OF))
+
+    assert report.run_id == run_id and "joined" in (report.message or "")
+    assert report.status == "succeeded"
+    assert db.scalar("SELECT count(*) FROM runs") == 1
+    assert db.rows("SELECT symbol, status FROM jobs ORDER BY symbol") == [("AAPL", "succeeded"), ("MSFT", "succeeded")]
+    assert db.scalar("SELECT count(*) FROM bars") > 0
+    assert db.rows("SELECT count(*) FROM leases") == [(0,)]  # the run is closed, its lease gone
 
 
 def dead_pid() -> int:

@@ -204,7 +204,8 @@ async def test_pause_and_resume_show_in_the_overview(settings: Settings) -> None
 async def test_pause_bodies_are_bounded_and_validated(settings: Settings) -> None:
     async with serving(settings) as client:
         cases = [
-            ({"json": {"reason": "x" * 501}}, 400, "too long"),
+            ({"json": {"reason": "x" * 501}}, 400, "1 to 500 characters"),
+            ({"params": {"reason": ""}}, 400, "1 to 500 characters"),
             ({"json": {"reason": 5}}, 400, "string"),
             ({"json": {"why": "no"}}, 400, "unknown field"),
             ({"json": ["reason"]}, 400, "JSON object"),

@@ -1,0 +1,188 @@
+"""The life of a run in the database: start it (or join it), keep it alive, close it once.
+
+One run is active per database: the ``run`` lease (holder, heartbeat, expiry) guards it. A run
+can have several workers (processes, on PostgreSQL several hosts); each renews the lease, so the
+run lives while any worker does. A lease whose heartbeat stopped is taken over and its run marked
+``abandoned``. Whichever worker sees the last job finish closes the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from enrichctl.domain import RunStatus, now_ms
+from enrichctl.errors import RunActive, StoreError
+from enrichctl.logs import get_logger, log_event
+from enrichctl.store.repo import Store
+from enrichctl.store.rows import LeaseRow
+
+log = get_logger("lifecycle")
+
+LEASE_TTL_MS = 60_000
+HEARTBEAT_S = 15.0
+UNFINISHED = ("pending", "running", "retrying")
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    run_id: int
+    created: bool  # False: joined a run another process started
+    worker: str
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_alive(lease: LeaseRow, now: int) -> bool:
+    """A live lease: not expired, and when its last holder is on this host, its process exists
+    (a killed process is dead now, not at expiry; on another host only the expiry can tell)."""
+    if lease.expires_at < now:
+        return False
+    if lease.host != socket.gethostname():
+        return True
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+async def run_start_or_join(
+    store: Store, run_values: dict[str, Any], *, join: str
+) -> Joined | None:
+    """``join``: "never" (SQLite: a second run exits 75), "allowed" (PostgreSQL: join the active
+    run as another worker), "only" (``run --worker``: join, or None when nothing is active)."""
+    lease = await store.lease_get()
+    now = now_ms()
+    live = lease is not None and holder_alive(lease, now)
+    if live:
+        assert lease is not None
+        if join in ("allowed", "only"):
+            run = await store.run_get(lease.run_id)
+            if run is not None and run.status == RunStatus.RUNNING.value:
+                return Joined(lease.run_id, False, worker_id())
+            live = False  # the lease outlived its run: nothing to join, take it over
+    if live:
+        assert lease is not None
+        age = (now - lease.heartbeat_at) / 1000
+        raise RunActive(
+            f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
+            f"heartbeat {age:.0f} s ago); try again when it has finished"
+        )
+    if join == "only":
+        return None
+    dead = [r.id for r in await store.runs_running()]
+    if dead:
+        await store.runs_abandon(dead, "abandoned: its process stopped without finishing")
+        log_event(log, logging.WARNING, "enrichment_abandoned_runs", runs=",".join(map(str, dead)))
+    try:
+        run_id = await store.run_create(**run_values)
+    except StoreError:  # the unique index on running runs: someone started one just now
+        raise RunActive("another run started at the same moment; try again when it has finished") from None
+    holder = await store.lease_claim(
+        run_id, socket.gethostname(), os.getpid(), LEASE_TTL_MS,
+        dead_run_id=lease.run_id if lease is not None else None,
+    )
+    if holder.run_id != run_id:
+        await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
+                               error=f"lost the lease to run {holder.run_id}")
+        raise RunActive(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
+    return Joined(run_id, True, worker_id())
+
+
+async def heartbeat(store: Store, run_id: int, worker: str, jobs_done: Callable[[], int]) -> None:
+    """Renew the run lease and this worker's row until cancelled."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            await store.lease_heartbeat(run_id, LEASE_TTL_MS, socket.gethostname(), os.getpid())
+            await store.worker_update(worker, heartbeat_at=now_ms(), jobs_done=jobs_done())
+        except StoreError as exc:  # a busy database must not kill the run; the next beat retries
+            log_event(log, logging.WARNING, "enrichment_heartbeat_failed", run_id=run_id,
+                      error=exc.message)
+
+
+def run_status_of(counts: dict[str, tuple[int, int, int]]) -> RunStatus:
+    total = sum(n for n, _f, _w in counts.values())
+    succeeded = counts.get("succeeded", (0, 0, 0))[0]
+    if total == succeeded:
+        return RunStatus.SUCCEEDED
+    return RunStatus.FAILED if succeeded == 0 else RunStatus.PARTIAL
+
+
+async def run_close_if_done(
+    store: Store,
+    run_id: int,
+    *,
+    error: str | None,
+    resilience: dict[str, Any] | None,
+    retention_ms: int,
+    on_closed: Callable[[RunStatus], Awaitable[None]] | None = None,
+) -> RunStatus | None:
+    """Close the run when no job is left; None while other workers still hold jobs. Only one
+    worker's close takes effect (the run must still be ``running``)."""
+    counts = await store.jobs_counts(run_id)
+    if any(status in UNFINISHED for status in counts):
+        return None
+    status = run_status_of(counts)
+    closed = await _close(store, run_id, status, counts, error, resilience)
+    if closed:
+        await store.requests_prune(now_ms() - retention_ms)
+        if on_closed is not None:
+            await on_closed(status)
+    run = await store.run_get(run_id)
+    return RunStatus(run.status) if run is not None else status
+
+
+async def run_cancel(store: Store, run_id: int, worker: str, resilience: dict[str, Any] | None) -> bool:
+    """A graceful stop (SIGTERM, Ctrl-C). With other live workers, hand our jobs back to them;
+    alone, cancel the run. True when the run was cancelled."""
+    now = now_ms()
+    others = [
+        w for w in await store.workers_of_run(run_id)
+        if w.id != worker and w.finished_at is None and now - w.heartbeat_at < LEASE_TTL_MS
+    ]
+    if others:
+        await store.jobs_release(worker)
+        return False
+    await store.jobs_cancel_unfinished(run_id, "run cancelled")
+    counts = await store.jobs_counts(run_id)
+    await _close(store, run_id, RunStatus.CANCELLED, counts, "cancelled by a signal", resilience)
+    return True
+
+
+async def _close(
+    store: Store, run_id: int, status: RunStatus, counts: dict[str, tuple[int, int, int]],
+    error: str | None, resilience: dict[str, Any] | None,
+) -> bool:
+    closed = await store.run_finalize(
+        run_id,
+        status=status.value,
+        finished_at=now_ms(),
+        jobs_total=sum(n for n, _f, _w in counts.values()),
+        jobs_succeeded=counts.get("succeeded", (0, 0, 0))[0],
+        jobs_failed=counts.get("failed", (0, 0, 0))[0],
+        bars_fetched=sum(f for _n, f, _w in counts.values()),
+        bars_written=sum(w for _n, _f, w in counts.values()),
+        requests=await store.requests_count_for_run(run_id),
+        error=error,
+        resilience=json.dumps(resilience) if resilience is not None else None,
+    )
+    if closed:
+        await store.lease_release(run_id)
+        log_event(log, logging.INFO if status is RunStatus.SUCCEEDED else logging.WARNING,
+                  "enrichment_run_finished", run_id=run_id, status=status.value,
+                  jobs=sum(n for n, _f, _w in counts.values()),
+                  bars_written=sum(w for _n, _f, w in counts.values()))
+    return closed
