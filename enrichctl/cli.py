@@ -27,7 +27,13 @@ import click
 import typer
 
 from enrichctl import render
-from enrichctl.domain import AssetClass, Timeframe, Trigger, parse_symbol, parse_timeframe
+from enrichctl.domain import (
+    AssetClass,
+    Timeframe,
+    Trigger,
+    parse_symbol,
+    parse_timeframe,
+)
 from enrichctl.errors import EXIT_FAILED, EXIT_UNHEALTHY, EXIT_USAGE, EnrichError
 from enrichctl.logs import logging_setup
 from enrichctl.settings import Settings, settings_load, settings_redacted
@@ -191,11 +197,11 @@ def run(
     as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Pretend it is this UTC instant (YYYY-MM-DDTHH:MM).")] = None,
 ) -> None:
     """Bring every selected series up to date."""
-    parsed: dict[str, Any] = dict(
-        symbols=_symbols(symbols), asset_class=asset_class, timeframes=_timeframes(timeframes),
-        since=_date(since, "--since"), full_refresh=full_refresh, dry_run=dry_run, force=force,
-        trigger=trigger, as_of=_instant(as_of),
-    )
+    parsed: dict[str, Any] = {
+        "symbols": _symbols(symbols), "asset_class": asset_class, "timeframes": _timeframes(timeframes),
+        "since": _date(since, "--since"), "full_refresh": full_refresh, "dry_run": dry_run,
+        "force": force, "trigger": trigger, "as_of": _instant(as_of),
+    }
     settings = _settings(provider=provider)
     svc = _service()
     options = svc.RunOptions(**parsed)

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 # Wide enough for every table when piped or logged: rich would squeeze them into 80 columns and
@@ -69,7 +75,7 @@ class RunProgress:
         self._progress: Progress | None = None
         self._task = None
 
-    def __enter__(self) -> RunProgress:
+    def __enter__(self) -> Self:
         if self.enabled:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -225,7 +231,7 @@ def verify(doc: dict[str, Any]) -> None:
     for s in doc["series"]:
         details = [i["detail"] for i in s["issues"][:3]]
         diff, where = s.get("max_indicator_diff"), s.get("max_indicator_diff_at")
-        if where and diff != 0:
+        if where and not s["ok"]:
             # Where the recompute disagrees most: the first thing to look at.
             details.append(where if diff is None else f"largest indicator difference: {where}")
         table.add_row(s["series"], str(s["bars"]), "[green]yes[/]" if s["ok"] else "[red]no[/]",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichctl.domain import AssetClass, Instrument, JobStatus, now_ms
-from enrichctl.errors import ConfigError, EnrichError, ProviderError, StoreError
+from enrichctl.errors import ConfigError, EnrichError, ProviderError, StoreError, TemporaryError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
@@ -164,7 +164,8 @@ class Runner:
                     self.abort = exc
                     failed.append((plan, exc))
                     break
-                except (ProviderError, StoreError) as exc:
+                except (ProviderError, StoreError, TemporaryError) as exc:
+                    # TemporaryError: an open circuit or a full bulkhead; it passes by itself.
                     failed.append((plan, exc))
                     continue
                 result.bars_fetched += outcome.bars_fetched
@@ -177,11 +178,16 @@ class Runner:
                 break
             error = "; ".join(f"{p.series}: {e.message}" for p, e in failed)
             result.error = error
-            retryable = all(getattr(e, "retryable", False) or isinstance(e, StoreError) for _, e in failed)
+            retryable = all(
+                getattr(e, "retryable", False) or isinstance(e, StoreError | TemporaryError)
+                for _, e in failed
+            )
             if self.abort is not None or not retryable or result.attempts > self.config.max_retries:
                 result.status = JobStatus.FAILED
                 break
-            delay = self._backoff(result.attempts - attempts_before)
+            # An open circuit says when it will let calls through: no sooner than that.
+            wait_at_least = max((getattr(e, "retry_in", 0.0) for _, e in failed), default=0.0)
+            delay = max(self._backoff(result.attempts - attempts_before), wait_at_least)
             await store.job_update_claimed(job_id, self.worker, status=JobStatus.RETRYING.value,
                                            error=error)
             log_event(log, logging.WARNING, "enrichment_retry", run_id=self.ctx.run_id, symbol=symbol,

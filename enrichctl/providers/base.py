@@ -10,6 +10,7 @@ from enrichctl.domain import Bars, Series
 
 if TYPE_CHECKING:
     from enrichctl.pipeline.calendar import SessionCalendar
+    from enrichctl.resilience.registry import ResilienceRegistry
     from enrichctl.settings import Settings
 
 
@@ -37,9 +38,9 @@ RequestSink = Callable[[RequestRecord], None]
 class Provider(Protocol):
     """Fetches bars of one series between two instants.
 
-    ``fetch_bars`` returns the bars with ``start_ms <= ts <= end_ms``, sorted by ``ts``; bars the
-    provider sent outside that range are dropped by the provider and reported through the
-    quality check of the caller. Every call it makes is reported to the ``RequestSink`` it was
+    ``fetch_bars`` returns the bars the source sent for ``start_ms <= ts <= end_ms``, as sent:
+    possibly unsorted, twice, or outside the range. The pipeline's quality check
+    (``check_batch``) drops those and records why, so nothing is lost silently. Every call it makes is reported to the ``RequestSink`` it was
     built with. ``synthetic`` is True for data that is not real market data.
     """
 
@@ -57,7 +58,7 @@ class Provider(Protocol):
 
 def provider_create(
     settings: Settings, calendar: SessionCalendar, sink: RequestSink,
-    clock: Callable[[], int] | None = None,
+    clock: Callable[[], int] | None = None, registry: ResilienceRegistry | None = None,
 ) -> Provider:
     """Build the configured provider; raises ConfigError when it cannot be used as configured.
     ``clock`` (epoch ms) is the provider's idea of now: no bar that is incomplete then."""
@@ -81,5 +82,7 @@ def provider_create(
             raise ConfigError(
                 "the polygon provider is not available in this build yet; use --provider demo"
             ) from None
-        return PolygonProvider(settings.polygon, calendar, sink=sink)
+        return PolygonProvider(
+            settings.polygon, calendar, sink=sink, resilience=settings.resilience, registry=registry
+        )
     raise ConfigError(f"unknown provider {name!r}: expected 'polygon' or 'demo'")

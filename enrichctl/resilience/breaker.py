@@ -43,10 +43,14 @@ class CircuitOpen(TemporaryError):
 
 
 def counts_as_failure(exc: BaseException) -> bool:
-    """True when ``exc`` says the provider is unhealthy (5xx, 429, timeout, connection, bad body).
+    """True when ``exc`` says the provider is unhealthy (5xx, timeout, connection, bad body).
 
-    A permanent 4xx, a refused key, our own bug or a cancellation says nothing about the provider.
+    A 429 is the quota speaking, not ill health: the limiter's pause handles it, and counting it
+    would shut the provider off for the recovery timeout. A permanent 4xx, a refused key, our own
+    bug or a cancellation says nothing about the provider either.
     """
+    if isinstance(exc, RetryableProviderError) and exc.status == 429:
+        return False
     return isinstance(exc, RetryableProviderError | TimeoutError | ConnectionError)
 
 

@@ -88,7 +88,7 @@ class Workspace:
         """Run ``enrichctl ARGS`` to completion with stdout and stderr piped."""
         proc = subprocess.run(
             [self.exe, *args], cwd=self.root, env={**self.env, **(env or {})},
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
         )
         return self._log(Result(tuple(args), proc.returncode, proc.stdout, proc.stderr))
 
@@ -183,8 +183,7 @@ def side_by_side(commands: Iterable[tuple[Workspace, Sequence[str]]]) -> list[Re
 def clean_env(home: Path, config_home: Path, data_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in _STRIPPED and not k.startswith(_STRIPPED_PREFIXES)}
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(config_home), XDG_DATA_HOME=str(data_home),
-               PYTHONDONTWRITEBYTECODE="1")
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(config_home), XDG_DATA_HOME=str(data_home))
     return env
 
 

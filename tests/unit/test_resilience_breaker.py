@@ -270,3 +270,13 @@ async def test_snapshot_shows_a_due_trial_without_admitting_it() -> None:
         assert breaker.snapshot()["state"] == "half_open"
     assert await breaker.call(ok) == "ok"  # reading did not use up the single trial permit
     assert breaker.snapshot()["state"] == "closed"
+
+
+def test_a_429_is_the_quota_not_ill_health():
+    # The limiter pauses on a 429; opening the circuit for it would shut the provider off.
+    from enrichctl.errors import RetryableProviderError
+    from enrichctl.resilience.breaker import counts_as_failure
+
+    assert not counts_as_failure(RetryableProviderError("slow down", status=429))
+    assert counts_as_failure(RetryableProviderError("bad gateway", status=502))
+    assert counts_as_failure(TimeoutError())
