@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from datetime import datetime
@@ -24,6 +24,7 @@ from enrichctl.domain import (
     Instrument,
     JobStatus,
     RunStatus,
+    Series,
     Timeframe,
     Trigger,
     datetime_to_ms,
@@ -35,10 +36,18 @@ from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
-from enrichctl.pipeline.plan import JobPlan, RunPlan, plan_build, universe_select
+from enrichctl.pipeline.plan import (
+    JobPlan,
+    RunPlan,
+    grouped_apply,
+    grouped_choose,
+    plan_build,
+    universe_select,
+)
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import Provider, RequestRecord, RequestSink, provider_create
+from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 
@@ -169,6 +178,7 @@ async def run(
                 since=options.since, full_refresh=options.full_refresh,
                 indicator_fingerprint=indicators.fingerprint,
             )
+            plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
             report.plan = plan
             if options.dry_run:
                 report.status = "planned"
@@ -218,10 +228,15 @@ async def _work(
         report.finished_at = now_ms()
         return
     run_id = report.run_id = joined.run_id
-    spec = _RunSpec.of(options, settings)
+    spec = _RunSpec.of(options, settings, frozenset())
     if joined.created:
         await store.jobs_create(run_id, [j.instrument for j in plan.jobs])
         await notify.ping(settings.notify, "start")
+        if plan.grouped_days:
+            grouped = plan.grouped_series
+            cache = await grouped_prefetch(ctx.provider, plan.grouped_days, grouped)
+            ctx = replace(ctx, provider=GroupedCache(ctx.provider, cache, grouped))
+            spec = _RunSpec.of(options, settings, grouped)
     else:
         plan, ctx, spec = await _follow(settings, ctx, run_id)
         report.plan = plan
@@ -295,10 +310,12 @@ class _RunSpec:
     timeframes: tuple[Timeframe, ...]
     since: int | None
     full_refresh: bool
+    grouped: frozenset[Series]  # series this worker serves from grouped-daily responses
 
     @classmethod
-    def of(cls, options: RunOptions, settings: Settings) -> _RunSpec:
-        return cls(options.timeframes or settings.timeframes, options.since, options.full_refresh)
+    def of(cls, options: RunOptions, settings: Settings, grouped: frozenset[Series]) -> _RunSpec:
+        return cls(options.timeframes or settings.timeframes, options.since, options.full_refresh,
+                   grouped)
 
 
 async def _plan_one(settings: Settings, ctx: TaskContext, spec: _RunSpec, instrument) -> JobPlan:
@@ -308,7 +325,7 @@ async def _plan_one(settings: Settings, ctx: TaskContext, spec: _RunSpec, instru
         now=ctx.now, since=spec.since, full_refresh=spec.full_refresh,
         indicator_fingerprint=ctx.indicators.fingerprint,
     )
-    return plan.jobs[0]
+    return grouped_apply(plan.jobs[0], spec.grouped)
 
 
 async def _follow(
@@ -323,7 +340,7 @@ async def _follow(
     as_of = _iso_ms(spec.get("as_of"))
     now = as_of if as_of is not None else ctx.now
     instruments = [Instrument(j.symbol, AssetClass(j.asset_class)) for j in await ctx.store.jobs_of_run(run_id)]
-    run_spec = _RunSpec(timeframes, since, bool(spec.get("full_refresh")))
+    run_spec = _RunSpec(timeframes, since, bool(spec.get("full_refresh")), frozenset())
     plan = await plan_build(
         ctx.store, ctx.calendar, ctx.provider, settings, instruments, timeframes, now=now,
         since=since, full_refresh=run_spec.full_refresh,

@@ -5,7 +5,7 @@ The plan reads watermarks only; it changes nothing, which is what ``run --dry-ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from enrichctl.domain import AssetClass, Instrument, Series, Timeframe, ms_to_iso
@@ -33,6 +33,7 @@ class SeriesPlan:
     history_start: int  # where a full refetch starts
     requests: int
     recompute_indicators: bool  # the configured indicator set changed since the last write
+    source: str = "series"  # "grouped": served by the run's grouped-daily responses
 
     def doc(self) -> dict:
         return {
@@ -44,6 +45,7 @@ class SeriesPlan:
             "to": ms_to_iso(self.end) if self.start is not None else None,
             "watermark": ms_to_iso(self.watermark),
             "requests": self.requests,
+            "source": self.source,
             "recompute_indicators": self.recompute_indicators,
         }
 
@@ -57,10 +59,15 @@ class JobPlan:
 @dataclass(frozen=True, slots=True)
 class RunPlan:
     jobs: tuple[JobPlan, ...]
+    grouped_days: tuple[str, ...] = ()  # dates fetched once for the whole market (grouped daily)
 
     @property
     def requests(self) -> int:
-        return sum(t.requests for j in self.jobs for t in j.tasks)
+        return sum(t.requests for j in self.jobs for t in j.tasks) + len(self.grouped_days)
+
+    @property
+    def grouped_series(self) -> frozenset[Series]:
+        return frozenset(t.series for t in self.tasks if t.source == "grouped")
 
     @property
     def tasks(self) -> list[SeriesPlan]:
@@ -73,6 +80,7 @@ class RunPlan:
             "to_fetch": sum(1 for t in tasks if t.mode is not Mode.UP_TO_DATE),
             "up_to_date": sum(1 for t in tasks if t.mode is Mode.UP_TO_DATE),
             "requests": self.requests,
+            "grouped_days": list(self.grouped_days),
             "tasks": [t.doc() for t in tasks],
         }
 
@@ -164,3 +172,43 @@ async def _series_plan(
         mode, start = Mode.UP_TO_DATE, None
     requests = provider.requests_needed(series, start, end) if start is not None else 0
     return SeriesPlan(series, mode, start, end, watermark, history_start, requests, recompute)
+
+
+GROUPED_CLASSES = (AssetClass.STOCK, AssetClass.ETF)
+
+
+def grouped_choose(plan: RunPlan, calendar: SessionCalendar, provider: Provider, max_days: int) -> RunPlan:
+    """Serve the daily stock series that miss at most ``max_days`` sessions from one grouped-daily
+    request per date instead of one request per series, when that is cheaper. Each such series
+    re-reads its watermark's session too (the overlap that reveals re-adjusted history)."""
+    grouped_days = getattr(provider, "grouped_days", None)
+    if grouped_days is None or max_days <= 0:
+        return plan
+    chosen: dict[Series, tuple[str, ...]] = {}
+    for task in plan.tasks:
+        series = task.series
+        if (series.timeframe is not Timeframe.D1 or series.asset_class not in GROUPED_CLASSES
+                or task.mode is not Mode.INCREMENTAL or task.watermark is None):
+            continue
+        missing = calendar.sessions(task.watermark + 1, task.end).day
+        if 0 < len(missing) <= max_days:
+            chosen[series] = tuple(grouped_days(task.watermark, task.end))
+    days = sorted({d for ds in chosen.values() for d in ds})
+    saved = sum(t.requests for t in plan.tasks if t.series in chosen)
+    if not chosen or len(days) >= saved:
+        return plan
+    return RunPlan(
+        tuple(grouped_apply(job, frozenset(chosen)) for job in plan.jobs), tuple(days)
+    )
+
+
+def grouped_apply(job: JobPlan, grouped: frozenset[Series]) -> JobPlan:
+    """Mark the job's tasks whose series the run serves from grouped daily responses."""
+    if not grouped:
+        return job
+    tasks = tuple(
+        replace(t, source="grouped", start=t.watermark, requests=0)
+        if t.series in grouped and t.mode is Mode.INCREMENTAL else t
+        for t in job.tasks
+    )
+    return JobPlan(job.instrument, tasks)

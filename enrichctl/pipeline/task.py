@@ -22,6 +22,7 @@ from enrichctl.store.repo import SeriesWrite, Store
 
 # Two stored and fetched values closer than this are the same number (JSON round trips).
 SAME_VALUE_RTOL = 1e-9
+PRICE_FIELDS = ("open", "high", "low", "close")
 # Stored bars the quality checks see before a batch (spike and volume baselines, gaps).
 CONTEXT_BARS = 64
 
@@ -67,7 +68,10 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> TaskOutcome:
 
     if plan.mode is Mode.INCREMENTAL:
         assert watermark is not None
-        changed = await _overlap_changed(ctx.store, series, fetched, plan.start, watermark)
+        # Grouped-daily volume may be counted differently from the series endpoint's: compare
+        # prices only there (a split or dividend moves prices anyway).
+        fields = PRICE_FIELDS if plan.source == "grouped" else PRICE_FIELDS + ("volume",)
+        changed = await _overlap_changed(ctx.store, series, fetched, plan.start, watermark, fields)
         if changed is not None:
             # A split or dividend re-adjusted the past: the stored history is wrong as a whole.
             readjusted, replace = True, True
@@ -149,7 +153,8 @@ async def _recompute_only(ctx: TaskContext, series: Series, watermark: int | Non
 
 
 async def _overlap_changed(
-    store: Store, series: Series, fetched: Bars, start: int, watermark: int
+    store: Store, series: Series, fetched: Bars, start: int, watermark: int,
+    fields: tuple[str, ...],
 ) -> str | None:
     """Compare re-read bars with the stored ones; a description of the first difference."""
     stored = await store.bars_range(series, start, watermark)
@@ -164,7 +169,7 @@ async def _overlap_changed(
         if len(missing):
             return f"the provider no longer has the stored bar of {ms_to_iso(int(missing[0]))}"
         return None  # the provider now has an extra bar we lacked: it is just new data
-    for name in ("open", "high", "low", "close", "volume"):
+    for name in fields:
         a, b = getattr(stored, name), getattr(again, name)
         same = np.isclose(a, b, rtol=SAME_VALUE_RTOL, atol=0.0, equal_nan=True)
         if not same.all():

@@ -120,7 +120,7 @@ function drawHealth(health) {
   const badge = document.getElementById("health");
   badge.dataset.status = health.status;
   badge.textContent = health.status;
-  badge.title = health.issues.join("\n");
+  document.getElementById("issues").replaceChildren(...health.issues.map((line) => el("li", line)));
 }
 
 function drawRuns(history) {
@@ -136,7 +136,7 @@ function drawChart(runs) {
   const chart = document.getElementById("chart");
   const width = 640, height = 160, bottom = 20;
   const most = Math.max(1, ...runs.map((r) => r.bars_written));
-  const step = runs.length ? width / runs.length : width;
+  const step = Math.min(40, runs.length ? width / runs.length : width);
   const shapes = [];
   runs.forEach((r, i) => {
     const h = ((height - bottom) * r.bars_written) / most;

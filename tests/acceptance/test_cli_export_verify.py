@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from .workspace import Workspace, side_by_side
+from .workspace import Result, Workspace, side_by_side
 
 BAR_COLUMNS = ["ts", "time", "open", "high", "low", "close", "volume", "vwap", "trades"]
 SOME_INDICATORS = ("sma_20", "sma_200", "ema_12", "rsi_14", "macd_12_26_9", "bb_upper_20_2", "atr_14",
                    "log_return", "volatility_20")
+JSONL_FILE = "aapl.jsonl"
 
 
 def _iso(ms: int) -> str:
@@ -22,19 +23,18 @@ def _iso(ms: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(filled: Workspace, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out_file = tmp_path_factory.mktemp("export") / "aapl.jsonl"
+def exported(filled: Workspace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
+    """Three exports of AAPL, side by side."""
+    out_dir = tmp_path_factory.mktemp("export")
     commands = {
         "csv": ("export", "AAPL", "--timeframe", "1d", "--format", "csv"),
-        "jsonl": ("export", "AAPL", "--format", "jsonl", "--indicators", "-o", str(out_file)),
+        "jsonl": ("export", "AAPL", "--format", "jsonl", "--indicators", "-o", str(out_dir / JSONL_FILE)),
         "window": ("export", "AAPL", "--since", "2024-05-01", "--until", "2024-05-03"),
     }
-    results = dict(zip(commands, filled.many(commands.values()), strict=True))
-    results["jsonl_file"] = out_file
-    return results
+    return dict(zip(commands, filled.many(commands.values()), strict=True))
 
 
-def test_export_csv_has_every_stored_bar_in_time_order_with_utc_times(exported: dict, filled: Workspace) -> None:
+def test_export_csv_has_every_stored_bar_in_time_order_with_utc_times(exported: dict[str, Result], filled: Workspace) -> None:
     result = exported["csv"]
     assert result.code == 0, result
     rows = list(csv.reader(io.StringIO(result.out)))
@@ -47,10 +47,10 @@ def test_export_csv_has_every_stored_bar_in_time_order_with_utc_times(exported: 
     assert [float(x) for x in rows[-1][2:6]] == list(stored[-1][3:7])  # open high low close
 
 
-def test_export_jsonl_with_indicators_writes_the_file(exported: dict, filled: Workspace) -> None:
-    result, path = exported["jsonl"], exported["jsonl_file"]
+def test_export_jsonl_with_indicators_writes_the_file(exported: dict[str, Result], filled: Workspace) -> None:
+    result = exported["jsonl"]
     assert result.code == 0, result
-    lines = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    lines = [json.loads(line) for line in Path(result.args[-1]).read_text().splitlines()]
     assert len(lines) == len(filled.bars("AAPL"))
     assert f"wrote {len(lines)} bars" in result.err
     assert [r["ts"] for r in lines] == sorted(r["ts"] for r in lines)
@@ -62,7 +62,7 @@ def test_export_jsonl_with_indicators_writes_the_file(exported: dict, filled: Wo
     assert last["time"] == _iso(last["ts"])
 
 
-def test_export_since_and_until_are_inclusive_days(exported: dict) -> None:
+def test_export_since_and_until_are_inclusive_days(exported: dict[str, Result]) -> None:
     result = exported["window"]
     assert result.code == 0, result
     times = [r[1] for r in list(csv.reader(io.StringIO(result.out)))[1:]]
