@@ -64,7 +64,7 @@ def functions_top(prof: Path) -> str:
     total = max(ct for _, _, _, ct, _ in stats.values())
     rows = [(ct, tt, nc, _where(key)) for key, (_, nc, tt, ct, _) in stats.items()]
     ours = [r for r in rows if r[3].startswith("enrichctl/")]
-    lines = [f"cProfile of one cold run: {total:.2f} s under the profiler"]
+    lines = [f"cProfile of one run: {total:.2f} s under the profiler"]
     for title, chosen, order in (("enrichctl by cumulative", ours, 0), ("all by own", rows, 1)):
         lines.append(f"  top {TOP_FUNCTIONS} {title} time:\n     cum s   own s     calls  function")
         for ct, tt, nc, where in sorted(chosen, key=lambda r: r[order], reverse=True)[

@@ -47,7 +47,11 @@ from enrichctl.pipeline.plan import (
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import Provider, RequestRecord, RequestSink, provider_create
+from enrichctl.pipeline.quota import SharedRateLimiter
 from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
+from enrichctl.providers.polygon import RATE_WINDOW_MARGIN
+from enrichctl.resilience.ratelimit import RateLimiter
+from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 
@@ -162,14 +166,16 @@ async def run(
     records: list[RequestRecord] = []
     as_of = options.as_of
     clock = (lambda: as_of) if as_of is not None else now_ms
-    if provider_factory is not None:
-        provider = provider_factory(calendar, records.append, clock)
-    else:
-        provider = provider_create(settings, calendar, records.append, clock=clock)
-    report = RunReport("running", provider.name, provider.synthetic, started_at=now_ms())
-    market_now = as_of if as_of is not None else report.started_at
-    try:
-        async with store_open(settings) as store:
+    started_at = now_ms()
+    market_now = as_of if as_of is not None else started_at
+    async with store_open(settings) as store:
+        if provider_factory is not None:
+            provider = provider_factory(calendar, records.append, clock)
+        else:
+            registry = _registry_for(settings, store)
+            provider = provider_create(settings, calendar, records.append, clock=clock, registry=registry)
+        report = RunReport("running", provider.name, provider.synthetic, started_at=started_at)
+        try:
             if options.trigger is Trigger.TIMER and not options.force and not options.dry_run:
                 if (pause := await store.control_get(PAUSE_KEY)) is not None:
                     return await _skip(store, report, options, pause)
@@ -187,8 +193,23 @@ async def run(
             ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
             await _work(settings, ctx, plan, options, report, records, progress)
             return report
-    finally:
-        await provider.aclose()
+        finally:
+            await provider.aclose()
+
+
+def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
+    """The run's resilience components. On PostgreSQL, where workers on several hosts share one
+    provider key, the provider's limiter keeps its window in the database."""
+    registry = ResilienceRegistry()
+    rate = settings.polygon.requests_per_minute
+    if settings.provider == "polygon" and rate > 0 and store.dialect == "postgresql":
+        interval = settings.polygon.rate_window_seconds * (1 + RATE_WINDOW_MARGIN)
+        local = RateLimiter("polygon", registry.clock, rate=rate, interval=interval,
+                            retry_after_cap=settings.resilience.retry_after_cap)
+        registry.add_rate_limiter(
+            "polygon", SharedRateLimiter(local, store, "polygon", rate, interval, registry.clock)
+        )
+    return registry
 
 
 async def _skip(store: Store, report: RunReport, options: RunOptions, pause: dict) -> RunReport:
@@ -212,6 +233,7 @@ async def _work(
 ) -> None:
     """Start the run (or join the active one) and work its jobs until none is left."""
     store = ctx.store
+    lease_ms = int(settings.worker_lease_seconds * 1000)
     join = "only" if options.worker else ("allowed" if store.dialect == "postgresql" else "never")
     doc = options.doc()
     doc["timeframes"] = [t.value for t in (options.timeframes or settings.timeframes)]
@@ -221,7 +243,7 @@ async def _work(
         "pid": os.getpid(), "started_at": report.started_at, "options": json.dumps(doc),
         "jobs_total": len(plan.jobs), "jobs_succeeded": 0, "jobs_failed": 0, "bars_fetched": 0,
         "bars_written": 0, "requests": 0,
-    }, join=join)
+    }, join=join, ttl_ms=lease_ms)
     if joined is None:
         report.status = "idle"
         report.message = "no active run to join"
@@ -249,15 +271,18 @@ async def _work(
     if progress:
         progress("plan", {"plan": plan, "run_id": run_id})
     runner = Runner(
-        ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries, settings.retry_delay_seconds),
+        ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
+                          settings.retry_delay_seconds, lease_ms),
         joined.worker, lambda instrument: _plan_one(settings, ctx, spec, instrument), records, progress,
     )
-    beat = asyncio.create_task(lifecycle.heartbeat(store, run_id, joined.worker, lambda: len(runner.results)))
+    beat = asyncio.create_task(
+        lifecycle.heartbeat(store, run_id, joined.worker, lambda: len(runner.results), lease_ms)
+    )
     snapshot = getattr(ctx.provider, "resilience_status", None)
     try:
         await runner.run(run_id)
     except asyncio.CancelledError:
-        await asyncio.shield(_stop(settings, store, run_id, joined.worker, snapshot, report))
+        await asyncio.shield(_stop(settings, store, run_id, joined.worker, snapshot, report, lease_ms))
         raise
     finally:
         beat.cancel()
@@ -283,8 +308,13 @@ async def _work(
     await _fill_other_workers_jobs(store, run_id, report)
 
 
-async def _stop(settings: Settings, store: Store, run_id: int, worker: str, snapshot, report: RunReport) -> None:
-    cancelled = await lifecycle.run_cancel(store, run_id, worker, snapshot() if callable(snapshot) else None)
+async def _stop(
+    settings: Settings, store: Store, run_id: int, worker: str, snapshot, report: RunReport,
+    lease_ms: int,
+) -> None:
+    cancelled = await lifecycle.run_cancel(
+        store, run_id, worker, snapshot() if callable(snapshot) else None, lease_ms
+    )
     report.status = RunStatus.CANCELLED.value if cancelled else RunStatus.RUNNING.value
     report.error = "cancelled by a signal"
     report.finished_at = now_ms()

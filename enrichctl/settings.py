@@ -80,6 +80,9 @@ class PolygonSettings(_Section):
     api_key: SecretStr | None = None
     base_url: str = "https://api.polygon.io"
     requests_per_minute: int = Field(5, ge=0, description="plan limit; 0 = unlimited")
+    rate_window_seconds: float = Field(
+        60.0, gt=0, description="the window the plan limit counts over (Polygon: a minute)"
+    )
     adjusted: bool = True
     timeout_seconds: float = Field(30.0, gt=0)
     grouped_daily_max_days: int = Field(5, ge=0, description="use grouped daily up to this many missing days")
@@ -153,6 +156,9 @@ class Settings(BaseSettings):
     max_retries: int = Field(3, ge=0, le=20)
     retry_delay_seconds: float = Field(2.0, ge=0, description="first job retry delay; doubles")
     overlap_bars: int = Field(3, ge=0, le=100, description="bars re-read before the watermark")
+    worker_lease_seconds: float = Field(
+        60.0, ge=1, le=3600, description="a job claim lapses this long after its worker's last renewal"
+    )
     requests_retention_days: int = Field(30, ge=1)
     polygon: PolygonSettings = PolygonSettings()
     resilience: ResilienceSettings = ResilienceSettings()

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enrichctl import openapi, prom, service
+from enrichctl import dashboard, openapi, prom, service
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -32,6 +32,7 @@ from enrichctl.errors import (
 )
 from enrichctl.logs import get_logger, log_event
 from enrichctl.settings import Settings
+from enrichctl.webcache import Rendered, SharedBuilds
 from enrichctl.webparams import (
     history_limit,
     pause_reason,
@@ -48,46 +49,6 @@ LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
             "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    """A JSON document already serialised, with the status it is served with."""
-
-    status: int
-    body: bytes
-
-
-class SharedBuilds:
-    """Concurrent requests for the same document share one build.
-
-    A request joins a build only when that build started after the last state change made
-    through this app (``invalidate``), so a client that POSTs pause and then GETs the overview
-    always sees its own write. There is no TTL: nothing is served that was built before the
-    request arrived, except a build already in flight when it arrived."""
-
-    def __init__(self) -> None:
-        self.generation = 0
-        self._inflight: dict[tuple[str, ...], tuple[int, asyncio.Future[Rendered]]] = {}
-
-    def invalidate(self) -> None:
-        self.generation += 1
-
-    async def get(self, key: tuple[str, ...], build: Callable[[], Awaitable[Rendered]]) -> Rendered:
-        entry = self._inflight.get(key)
-        if entry is None or entry[0] != self.generation:
-            future = asyncio.ensure_future(build())
-            entry = (self.generation, future)
-            self._inflight[key] = entry
-            future.add_done_callback(lambda f, k=key, e=entry: self._done(k, e, f))
-        # Shielded: one client hanging up must not cancel the build the others wait for.
-        return await asyncio.shield(entry[1])
-
-    def _done(self, key: tuple[str, ...], entry: tuple, future: asyncio.Future[Rendered]) -> None:
-        if self._inflight.get(key) is entry:
-            del self._inflight[key]
-        if not future.cancelled():
-            future.exception()  # retrieved here, so a build nobody awaited any more is not "never retrieved"
 
 
 @dataclass(slots=True)
@@ -210,43 +171,47 @@ def _session(request: web.Request) -> service.Session:
 
 
 async def _document(request: web.Request, key: tuple[str, ...],
-                    build: Callable[[service.Session], Awaitable[dict[str, Any]]],
-                    status_of: Callable[[dict[str, Any]], int] = lambda _doc: 200) -> web.Response:
+                    build: Callable[[service.Session], Awaitable[dict[str, Any]]]) -> Rendered:
     session = _session(request)
 
     async def rendered() -> Rendered:
         doc = await build(session)
-        return Rendered(status_of(doc), json_bytes(doc))
+        return Rendered(200, json_bytes(doc), doc)
 
-    result = await request.app[STATE].builds.get(key, rendered)
+    return await request.app[STATE].builds.get(key, rendered)
+
+
+def _served(result: Rendered) -> web.Response:
     return web.Response(body=result.body, status=result.status, content_type="application/json")
 
 
 async def overview(request: web.Request) -> web.Response:
     query_check(request.query, ())
-    return await _document(request, ("overview",), lambda s: s.overview())
+    return _served(await _document(request, ("overview",), lambda s: s.overview()))
 
 
 async def health(request: web.Request) -> web.Response:
+    """Derived from the shared overview build, as ``Session.health`` derives it from the overview."""
     query_check(request.query, ())
-    return await _document(request, ("health",), lambda s: s.health(),
-                           lambda doc: 503 if doc["status"] == "unhealthy" else 200)
+    overview_doc = (await _document(request, ("overview",), lambda s: s.overview())).doc
+    doc = dashboard.health_from_overview(overview_doc)
+    return json_response(doc, 503 if doc["status"] == "unhealthy" else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
     query_check(request.query, ())
-    return await _document(request, ("metrics",), lambda s: s.metrics())
+    return _served(await _document(request, ("metrics",), lambda s: s.metrics()))
 
 
 async def job_status(request: web.Request) -> web.Response:
     query_check(request.query, ())
     symbol = symbol_param(request.match_info["symbol"])
-    return await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol))
+    return _served(await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol)))
 
 
 async def history(request: web.Request) -> web.Response:
     limit = history_limit(request.query)
-    return await _document(request, ("history", str(limit)), lambda s: s.history(limit))
+    return _served(await _document(request, ("history", str(limit)), lambda s: s.history(limit)))
 
 
 async def prometheus(request: web.Request) -> web.Response:

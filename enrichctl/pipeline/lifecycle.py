@@ -26,8 +26,7 @@ from enrichctl.store.rows import LeaseRow
 
 log = get_logger("lifecycle")
 
-LEASE_TTL_MS = 60_000
-HEARTBEAT_S = 15.0
+LEASE_TTL_MS = 60_000  # default; runs use settings.worker_lease_seconds
 UNFINISHED = ("pending", "running", "retrying")
 
 
@@ -59,7 +58,7 @@ def holder_alive(lease: LeaseRow, now: int) -> bool:
 
 
 async def run_start_or_join(
-    store: Store, run_values: dict[str, Any], *, join: str
+    store: Store, run_values: dict[str, Any], *, join: str, ttl_ms: int = LEASE_TTL_MS
 ) -> Joined | None:
     """``join``: "never" (SQLite: a second run exits 75), "allowed" (PostgreSQL: join the active
     run as another worker), "only" (``run --worker``: join, or None when nothing is active)."""
@@ -91,7 +90,7 @@ async def run_start_or_join(
     except StoreError:  # the unique index on running runs: someone started one just now
         raise RunActive("another run started at the same moment; try again when it has finished") from None
     holder = await store.lease_claim(
-        run_id, socket.gethostname(), os.getpid(), LEASE_TTL_MS,
+        run_id, socket.gethostname(), os.getpid(), ttl_ms,
         dead_run_id=lease.run_id if lease is not None else None,
     )
     if holder.run_id != run_id:
@@ -101,12 +100,14 @@ async def run_start_or_join(
     return Joined(run_id, True, worker_id())
 
 
-async def heartbeat(store: Store, run_id: int, worker: str, jobs_done: Callable[[], int]) -> None:
-    """Renew the run lease and this worker's row until cancelled."""
+async def heartbeat(
+    store: Store, run_id: int, worker: str, jobs_done: Callable[[], int], ttl_ms: int = LEASE_TTL_MS
+) -> None:
+    """Renew the run lease and this worker's row until cancelled (three beats per lease)."""
     while True:
-        await asyncio.sleep(HEARTBEAT_S)
+        await asyncio.sleep(ttl_ms / 3000)
         try:
-            await store.lease_heartbeat(run_id, LEASE_TTL_MS, socket.gethostname(), os.getpid())
+            await store.lease_heartbeat(run_id, ttl_ms, socket.gethostname(), os.getpid())
             await store.worker_update(worker, heartbeat_at=now_ms(), jobs_done=jobs_done())
         except StoreError as exc:  # a busy database must not kill the run; the next beat retries
             log_event(log, logging.WARNING, "enrichment_heartbeat_failed", run_id=run_id,
@@ -145,13 +146,16 @@ async def run_close_if_done(
     return RunStatus(run.status) if run is not None else status
 
 
-async def run_cancel(store: Store, run_id: int, worker: str, resilience: dict[str, Any] | None) -> bool:
+async def run_cancel(
+    store: Store, run_id: int, worker: str, resilience: dict[str, Any] | None,
+    ttl_ms: int = LEASE_TTL_MS,
+) -> bool:
     """A graceful stop (SIGTERM, Ctrl-C). With other live workers, hand our jobs back to them;
     alone, cancel the run. True when the run was cancelled."""
     now = now_ms()
     others = [
         w for w in await store.workers_of_run(run_id)
-        if w.id != worker and w.finished_at is None and now - w.heartbeat_at < LEASE_TTL_MS
+        if w.id != worker and w.finished_at is None and now - w.heartbeat_at < ttl_ms
     ]
     if others:
         await store.jobs_release(worker)

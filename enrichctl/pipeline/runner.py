@@ -64,6 +64,7 @@ class RunnerConfig:
     max_concurrent: int
     max_retries: int
     retry_delay: float
+    lease_ms: int = 60_000  # a job claim lapses this long after the last renewal
     rng: random.Random = field(default_factory=random.Random)
 
 
@@ -77,8 +78,6 @@ class RunAborted(Exception):
 
 JobPlanner = Callable[[Instrument], Awaitable[JobPlan]]
 
-# A claim lapses this long after the last renewal; renewals come three times per period.
-JOB_LEASE_MS = 60_000
 # How often an idle slot looks again for work while other workers still hold jobs.
 IDLE_POLL_S = 1.0
 
@@ -119,7 +118,7 @@ class Runner:
     async def _slot(self, run_id: int) -> None:
         store = self.ctx.store
         while self.abort is None:
-            job = await store.job_claim(run_id, self.worker, JOB_LEASE_MS)
+            job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
             if job is None:
                 # Our own unfinished jobs finish in the other slots; only jobs other workers
                 # hold are worth waiting for (their claims may lapse and become ours).
@@ -135,9 +134,9 @@ class Runner:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(JOB_LEASE_MS / 3000)
+            await asyncio.sleep(self.config.lease_ms / 3000)  # three renewals per lease
             try:
-                await self.ctx.store.jobs_renew(self.worker, JOB_LEASE_MS)
+                await self.ctx.store.jobs_renew(self.worker, self.config.lease_ms)
             except StoreError as exc:  # the next renewal retries; a lapse only lets others help
                 log_event(log, logging.WARNING, "enrichment_lease_renew_failed", error=exc.message)
 

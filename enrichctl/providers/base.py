@@ -83,6 +83,7 @@ def provider_create(
                 "the polygon provider is not available in this build yet; use --provider demo"
             ) from None
         return PolygonProvider(
-            settings.polygon, calendar, sink=sink, resilience=settings.resilience, registry=registry
+            settings.polygon, calendar, sink=sink, resilience=settings.resilience, registry=registry,
+            rate_interval=settings.polygon.rate_window_seconds,
         )
     raise ConfigError(f"unknown provider {name!r}: expected 'polygon' or 'demo'")

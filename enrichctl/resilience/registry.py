@@ -68,6 +68,11 @@ class ResilienceRegistry:
         )
         return _add(self._limiters, "rate limiter", name, limiter)
 
+    def add_rate_limiter(self, name: str, limiter: Any) -> Any:
+        """Register a limiter built elsewhere (e.g. one whose window lives in a database); it
+        must offer ``acquire()``, ``pause(seconds)`` and ``snapshot()`` like ``RateLimiter``."""
+        return _add(self._limiters, "rate limiter", name, limiter)
+
     def register_retry_policy(
         self,
         name: str,

@@ -30,12 +30,15 @@ def _insert(dialect: str, table: sa.Table):
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
-def upsert(dialect: str, table: sa.Table, key: tuple[str, ...]) -> sa.Insert:
-    """INSERT ... ON CONFLICT (key) DO UPDATE SET every other column = excluded."""
+def upsert(
+    dialect: str, table: sa.Table, key: tuple[str, ...], columns: tuple[str, ...] | None = None
+) -> sa.Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET every other column (or ``columns``) = excluded."""
     stmt = _insert(dialect, table)
+    names = columns if columns is not None else tuple(c.name for c in table.columns)
     return stmt.on_conflict_do_update(
         index_elements=list(key),
-        set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key},
+        set_={name: stmt.excluded[name] for name in names if name not in key},
     )
 
 
@@ -93,8 +96,9 @@ def bars_duplicates(symbol: str, timeframe: str):
 # --- indicators ------------------------------------------------------------------------------
 
 
-def indicators_upsert(dialect: str, table: sa.Table) -> sa.Insert:
-    return upsert(dialect, table, ("symbol", "timeframe", "ts"))
+def indicators_upsert(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    """Upsert of the key and ``columns``; other indicator columns keep their values."""
+    return upsert(dialect, table, ("symbol", "timeframe", "ts"), ("symbol", "timeframe", "ts", *columns))
 
 
 def indicators_select(table: sa.Table, symbol: str, timeframe: str, start=None, end=None):

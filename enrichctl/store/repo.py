@@ -31,6 +31,7 @@ from enrichctl.store.tables import INDICATOR_KEY, indicators_table
 COLUMN_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 BATCH_ROWS = 5_000  # rows per executemany: bounded memory, few round trips
 RUN_LEASE = "run"
+BAR_ROW = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "vwap", "trades")
 
 
 def normalise_url(url: str) -> str:
@@ -170,6 +171,21 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {_short(exc)}") from exc
 
+    async def _executemany(
+        self, conn: AsyncConnection, stmt, columns: tuple[str, ...], rows: list[tuple]
+    ) -> None:
+        """Bulk write of positional rows straight to the driver: per-row parameter processing
+        by SQLAlchemy would cost more than SQLite's own work. ``columns`` names the tuple
+        fields; the statement's parameter order is taken from its compiled form."""
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
+        order = list(compiled.positiontup or ())
+        if order != list(columns):
+            index = [columns.index(name) for name in order]
+            rows = [tuple(row[i] for i in index) for row in rows]
+        sql = str(compiled)
+        for start in range(0, len(rows), BATCH_ROWS):
+            await conn.exec_driver_sql(sql, rows[start : start + BATCH_ROWS])
+
     # --- bars and indicators -----------------------------------------------------------------
 
     async def bars_range(self, series: Series, start: int | None = None, end: int | None = None) -> Bars:
@@ -215,12 +231,10 @@ class Store:
         Returns the number of bars written."""
         s = write.series
         now = now_ms()
-        bar_rows = [
-            {"symbol": s.symbol, "timeframe": s.timeframe.value, "ts": r[0], "open": r[1],
-             "high": r[2], "low": r[3], "close": r[4], "volume": r[5], "vwap": r[6], "trades": r[7]}
-            for r in write.bars.rows()
-        ]
-        ind_rows = _indicator_rows(s, write.indicator_ts, write.indicators)
+        key = (s.symbol, s.timeframe.value)
+        bar_rows = [key + r for r in write.bars.rows()]
+        ind_names = tuple(write.indicators)
+        ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
         async with self._write() as conn:
             previous = (await conn.execute(queries.series_one(s.symbol, s.timeframe.value))).first()
             if write.replace:
@@ -228,10 +242,10 @@ class Store:
                 await conn.execute(
                     queries.indicators_delete(self.indicators, s.symbol, s.timeframe.value)
                 )
-            await _executemany(conn, queries.bars_upsert(self.dialect), bar_rows)
+            await self._executemany(conn, queries.bars_upsert(self.dialect), BAR_ROW, bar_rows)
             if ind_rows:
-                stmt = queries.indicators_upsert(self.dialect, self.indicators)
-                await _executemany(conn, stmt, ind_rows)
+                stmt = queries.indicators_upsert(self.dialect, self.indicators, ind_names)
+                await self._executemany(conn, stmt, INDICATOR_KEY + ind_names, ind_rows)
             if write.issues:
                 await conn.execute(
                     queries.issues_insert(),
@@ -539,29 +553,42 @@ class Store:
             else:
                 now = now_ms()
             await conn.execute(queries.rate_prune(limiter, now - interval_ms))
+            paused = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
+            if paused is not None and (until := json.loads(paused.value)["until"]) > now:
+                return until - now
             count, oldest = (await conn.execute(queries.rate_window(limiter, now - interval_ms))).one()
             if int(count) < rate:
                 await conn.execute(queries.rate_admit(limiter, now))
                 return 0
             return max(int(oldest) + interval_ms - now, 1)
 
+    async def rate_pause(self, limiter: str, pause_ms: int) -> None:
+        """Hold every worker's admissions for ``pause_ms`` (a 429's Retry-After); never shortens
+        a pause already in force."""
+        async with self._write() as conn:
+            now = now_ms()
+            current = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
+            until = max(now + pause_ms, json.loads(current.value)["until"] if current else 0)
+            await conn.execute(
+                queries.control_put(self.dialect),
+                {"key": f"pause:{limiter}", "value": json.dumps({"until": until}), "updated_at": now},
+            )
 
-async def _executemany(conn: AsyncConnection, stmt, rows: list[dict]) -> None:
-    for start in range(0, len(rows), BATCH_ROWS):
-        await conn.execute(stmt, rows[start : start + BATCH_ROWS])
 
-
-def _indicator_rows(series: Series, ts: np.ndarray, values: dict[str, np.ndarray]) -> list[dict]:
+def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.ndarray]) -> list[tuple]:
+    """(symbol, timeframe, ts, value...) tuples, NaN as None, built column by column."""
     if not len(ts) or not values:
         return []
-    names = list(values)
-    matrix = np.column_stack([values[n] for n in names]).astype(object)
-    matrix[np.isnan(np.column_stack([values[n] for n in names]))] = None
-    symbol, timeframe = series.symbol, series.timeframe.value
-    return [
-        {"symbol": symbol, "timeframe": timeframe, "ts": t, **dict(zip(names, row, strict=True))}
-        for t, row in zip(ts.tolist(), matrix.tolist(), strict=True)
-    ]
+    columns = [ts.tolist()]
+    for v in values.values():
+        missing = np.isnan(v)
+        if missing.any():
+            as_object = v.astype(object)
+            as_object[missing] = None
+            columns.append(as_object.tolist())
+        else:
+            columns.append(v.tolist())
+    return [key + row for row in zip(*columns, strict=True)]
 
 
 def _series_values(

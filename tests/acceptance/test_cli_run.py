@@ -4,6 +4,7 @@ the JSON summary and clean output when piped."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +16,8 @@ RUN = ("run", "--symbols", "AAPL,MSFT", "--provider", "demo", "--since", SINCE, 
 
 def test_first_run_creates_and_fills_the_database_in_the_xdg_data_directory(filled: Workspace) -> None:
     first = filled.results[0]
-    assert filled.db_path == filled.data_home / "enrichctl" / "enrichctl.db"
-    assert filled.db_path.is_file(), first
+    assert (Path(filled.env["XDG_DATA_HOME"]) / "enrichctl" / "enrichctl.db").is_file(), first
+    assert sorted(p.name for p in filled.root.iterdir()) == ["config", "data", "home"]  # no litter in cwd
     for symbol in ("AAPL", "MSFT"):
         bars = filled.bars(symbol)
         assert len(bars) > 300, f"{symbol}: {len(bars)} bars"
@@ -109,17 +110,19 @@ def test_a_later_run_only_appends_the_new_bars(repeated: dict) -> None:
 
 def test_dry_run_prints_the_plan_and_changes_nothing(filled: Workspace) -> None:
     before = filled.dump()
-    dry = ("run", "--symbols", "AAPL,NVDA", "--provider", "demo", "--as-of", LATER, "--dry-run")
+    dry = ("run", "--symbols", "AAPL,NVDA", "-t", "1d,1h", "--provider", "demo", "--as-of", LATER, "--dry-run")
     text, as_json = filled.many([dry, (*dry, "--json")])
     assert filled.dump() == before, "a dry run changed the database"
 
     assert text.code == 0, text
-    for expected in ("AAPL/1d", "incremental", "NVDA/1d", "new", "requests", "nothing is changed"):
+    for expected in ("AAPL/1d", "incremental", "NVDA/1h", "new", "requests", "nothing is changed"):
         assert expected in text.out, text
     doc = json.loads(as_json.out)
     assert doc["status"] == "planned" and doc["run_id"] is None
     tasks = {t["series"]: t for t in doc["plan"]["tasks"]}
-    assert {s: t["mode"] for s, t in tasks.items()} == {"AAPL/1d": "incremental", "NVDA/1d": "new"}
+    assert {s: t["mode"] for s, t in tasks.items()} == {
+        "AAPL/1d": "incremental", "AAPL/1h": "new", "NVDA/1d": "new", "NVDA/1h": "new",
+    }
     assert tasks["AAPL/1d"]["watermark"] == LAST_BAR
     assert tasks["AAPL/1d"]["to"] == "2024-06-10T04:00:00Z"
     assert all(t["requests"] >= 1 for t in tasks.values())

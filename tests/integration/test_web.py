@@ -26,9 +26,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from enrichctl import service, web
-from enrichctl.errors import ConfigError
+from enrichctl.errors import ConfigError, NotFound
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
+from enrichctl.webcache import Rendered, SharedBuilds
 
 API = "/api/v1/enrichment"
 TOKEN = "s3cret-token-for-tests"
@@ -419,16 +420,17 @@ async def test_failures_answer_json_without_internals(settings: Settings, db_pat
 
 
 async def test_concurrent_requests_share_one_build_but_never_one_from_before_a_change() -> None:
-    builds = web.SharedBuilds()
+    now = [0.0]
+    builds = SharedBuilds(max_age=1.0, clock=lambda: now[0])
     started = 0
     gate = asyncio.Event()
 
-    async def build() -> web.Rendered:
+    async def build() -> Rendered:
         nonlocal started
         started += 1
         number = started
         await gate.wait()
-        return web.Rendered(200, str(number).encode())
+        return Rendered(200, str(number).encode(), None)
 
     first = [asyncio.create_task(builds.get(("overview",), build)) for _ in range(10)]
     await asyncio.sleep(0)
@@ -438,4 +440,24 @@ async def test_concurrent_requests_share_one_build_but_never_one_from_before_a_c
     gate.set()
     assert {(await t).body for t in first} == {b"1"}
     assert (await later).body == b"2"
-    assert started == 2
+    now[0] = 0.9  # within max_age of build 2's start: served again
+    assert (await builds.get(("overview",), build)).body == b"2"
+    now[0] = 1.1  # older than max_age: built anew
+    assert (await builds.get(("overview",), build)).body == b"3"
+    assert started == 3
+
+
+async def test_a_failed_build_is_not_kept() -> None:
+    builds = SharedBuilds(max_age=60.0)
+    calls = 0
+
+    async def build() -> Rendered:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise NotFound("unknown symbol")
+        return Rendered(200, b"ok", None)
+
+    with pytest.raises(NotFound):
+        await builds.get(("job-status", "X"), build)
+    assert (await builds.get(("job-status", "X"), build)).body == b"ok"
