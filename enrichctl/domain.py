@@ -263,9 +263,12 @@ class Bars:
             values = getattr(self, name)
             missing = np.isnan(values)
             if name == "trades":
-                cols.append(
-                    [None if m else int(v) for v, m in zip(values.tolist(), missing.tolist())]
-                )
+                if not missing.any():
+                    cols.append(values.astype(np.int64).tolist())
+                else:
+                    cols.append(
+                        [None if m else int(v) for v, m in zip(values.tolist(), missing.tolist())]
+                    )
             elif missing.any():
                 cols.append([None if m else v for v, m in zip(values.tolist(), missing.tolist())])
             else:

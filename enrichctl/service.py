@@ -259,6 +259,7 @@ async def _work(
             cache = await grouped_prefetch(ctx.provider, plan.grouped_days, grouped)
             ctx = replace(ctx, provider=GroupedCache(ctx.provider, cache, grouped))
             spec = _RunSpec.of(options, settings, grouped)
+        spec.planned.update({j.instrument.symbol: j for j in plan.jobs})
     else:
         plan, ctx, spec = await _follow(settings, ctx, run_id)
         report.plan = plan
@@ -273,7 +274,8 @@ async def _work(
     runner = Runner(
         ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
                           settings.retry_delay_seconds, lease_ms),
-        joined.worker, lambda instrument: _plan_one(settings, ctx, spec, instrument), records, progress,
+        joined.worker, lambda instrument, attempts: _plan_one(settings, ctx, spec, instrument, attempts),
+        records, progress,
     )
     beat = asyncio.create_task(
         lifecycle.heartbeat(store, run_id, joined.worker, lambda: len(runner.results), lease_ms)
@@ -341,6 +343,7 @@ class _RunSpec:
     since: int | None
     full_refresh: bool
     grouped: frozenset[Series]  # series this worker serves from grouped-daily responses
+    planned: dict[str, JobPlan] = field(default_factory=dict)  # the run's own plan, used once
 
     @classmethod
     def of(cls, options: RunOptions, settings: Settings, grouped: frozenset[Series]) -> _RunSpec:
@@ -348,8 +351,14 @@ class _RunSpec:
                    grouped)
 
 
-async def _plan_one(settings: Settings, ctx: TaskContext, spec: _RunSpec, instrument) -> JobPlan:
-    """Plan one claimed job from the watermarks as they are now."""
+async def _plan_one(
+    settings: Settings, ctx: TaskContext, spec: _RunSpec, instrument: Instrument, attempts: int
+) -> JobPlan:
+    """Plan one claimed job from the watermarks as they are now. A job never attempted before
+    takes the plan this worker made at the start: nobody has touched its series since."""
+    planned = spec.planned.pop(instrument.symbol, None)
+    if planned is not None and attempts == 0:
+        return planned
     plan = await plan_build(
         ctx.store, ctx.calendar, ctx.provider, settings, [instrument], spec.timeframes,
         now=ctx.now, since=spec.since, full_refresh=spec.full_refresh,

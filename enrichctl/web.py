@@ -120,7 +120,7 @@ async def errors_middleware(
             raise
         headers = {h: exc.headers[h] for h in _PASSED_HEADERS if h in exc.headers}
         response = error_response(exc.status, _HTTP_CODES.get(exc.status, "http_error"),
-                                  exc.reason, headers)
+                                  _http_detail(request, exc), headers)
     except EnrichError as exc:
         status, code, public = next(
             ((s, c, p) for kind, s, c, p in _ERROR_STATUS if isinstance(exc, kind)),
@@ -136,6 +136,15 @@ async def errors_middleware(
         response = error_response(500, "internal_error", _GENERIC_DETAIL)
     _security_headers(response)
     return response
+
+
+def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
+    path = request.path[:200]
+    if exc.status == 404:
+        return f"no such path: {path} (the API is described at /openapi.json)"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {path}; allowed: {exc.headers.get('Allow', 'none')}"
+    return exc.reason
 
 
 def _security_headers(response: web.StreamResponse) -> None:
@@ -156,7 +165,9 @@ def _require_post_allowed(request: web.Request) -> None:
         return
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     # compare_digest: the time taken does not tell how much of a guess was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
+    # surrogateescape: header bytes that are not UTF-8 arrive as surrogates; they only fail to match.
+    offered = value.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered, token):
         raise ApiError(401, "unauthorized", "a valid bearer token is required for state changes",
                        {"WWW-Authenticate": 'Bearer realm="enrichctl"'})
 

@@ -76,7 +76,8 @@ class RunAborted(Exception):
         self.error = error
 
 
-JobPlanner = Callable[[Instrument], Awaitable[JobPlan]]
+# (instrument, attempts the job already had) -> its plan
+JobPlanner = Callable[[Instrument, int], Awaitable[JobPlan]]
 
 # How often an idle slot looks again for work while other workers still hold jobs.
 IDLE_POLL_S = 1.0
@@ -126,7 +127,7 @@ class Runner:
                     return
                 await asyncio.sleep(IDLE_POLL_S)
                 continue
-            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)))
+            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
             result = await self._job(job.id, job.attempts, plan)
             if result is not None:
                 self.results.append(result)

@@ -37,7 +37,9 @@ CHROMIUM_FLAGS = ("--headless", "--remote-debugging-port=0", "--no-sandbox", "--
                   "--no-default-browser-check", "--mute-audio")
 
 
-def chromium_path() -> str:
+@pytest.fixture
+def chromium_exe() -> str:
+    """The browser, looked up before anything costly is set up."""
     found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
     if found is None:
         reason = "no Chromium found (apt-get install chromium)"
@@ -146,9 +148,9 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeou
 
 
 @asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Page]:
+async def chromium(executable: str, tmp_path: Path) -> AsyncIterator[Page]:
     proc = subprocess.Popen(
-        [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        [executable, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
          "about:blank"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -226,7 +228,7 @@ def server(filled: Workspace, tmp_path: Path) -> Iterator[Served]:
 
 
 async def test_the_dashboard_shows_the_symbols_and_a_trigger_click_starts_a_run(
-    server: Served, tmp_path: Path
+    chromium_exe: str, server: Served, tmp_path: Path
 ) -> None:
     base, ws = server.url, server.workspace
     api = f"{base}/api/v1/enrichment"
@@ -241,7 +243,7 @@ async def test_the_dashboard_shows_the_symbols_and_a_trigger_click_starts_a_run(
         await eventually(listening, "enrichctl serve to listen", timeout=30)
         runs_before = len(ws.query("SELECT id FROM runs"))
 
-        async with chromium(tmp_path) as page:
+        async with chromium(chromium_exe, tmp_path) as page:
             await page.devtools.send("Page.navigate", {"url": f"{base}/"}, page.session)
             table = await eventually(
                 lambda: page.evaluate("(() => { const t = document.querySelector('#symbols tbody');"

@@ -168,9 +168,11 @@ async def test_history_limit_is_validated(settings: Settings) -> None:
 async def test_unknown_paths_and_methods_answer_json(settings: Settings) -> None:
     async with serving(settings) as client:
         missing = await get_json(client, "/api/v1/enrichment/nothing", status=404)
-        assert missing["error"] == "not_found"
+        assert missing["error"] == "not_found" and "/openapi.json" in missing["detail"]
         response = await client.put(f"{API}/dashboard/overview")
-        assert response.status == 405 and (await response.json())["error"] == "method_not_allowed"
+        assert response.status == 405 and "GET" in response.headers["Allow"]
+        doc = await response.json()
+        assert doc["error"] == "method_not_allowed" and "PUT is not allowed" in doc["detail"]
 
 
 async def test_state_changes_are_never_get(settings: Settings) -> None:
@@ -254,6 +256,18 @@ async def test_a_configured_token_is_required_for_every_post(
         assert (await client.get("/metrics")).status == 200
     assert (TOKEN.encode(), TOKEN.encode()) in compared, "the token is compared with hmac.compare_digest"
     assert TOKEN not in caplog.text
+
+
+async def test_undecodable_headers_are_refused_not_crashed(db_path: Path) -> None:
+    settings = make_settings(db_path, serve={"token": TOKEN})
+    async with serving(settings) as client:
+        for header in (b"Authorization: Bearer \xff\xfe", b"Origin: http://\xff"):
+            reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+            writer.write(b"POST " + API.encode() + b"/pause HTTP/1.1\r\nHost: x\r\n" + header
+                         + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            status_line = (await reader.read()).split(b"\r\n", 1)[0]
+            writer.close()
+            assert status_line in (b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 403 Forbidden"), status_line
 
 
 async def test_cross_origin_posts_are_refused(settings: Settings) -> None:
