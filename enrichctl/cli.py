@@ -193,6 +193,7 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run even when paused.")] = False,
     trigger: Annotated[Trigger, typer.Option("--trigger", help="Who started the run.")] = Trigger.CLI,
+    worker: Annotated[bool, typer.Option("--worker", help="Only join the active run as another worker (PostgreSQL); never start one.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Pretend it is this UTC instant (YYYY-MM-DDTHH:MM).")] = None,
 ) -> None:
@@ -200,7 +201,7 @@ def run(
     parsed: dict[str, Any] = {
         "symbols": _symbols(symbols), "asset_class": asset_class, "timeframes": _timeframes(timeframes),
         "since": _date(since, "--since"), "full_refresh": full_refresh, "dry_run": dry_run,
-        "force": force, "trigger": trigger, "as_of": _instant(as_of),
+        "force": force, "trigger": trigger, "as_of": _instant(as_of), "worker": worker,
     }
     settings = _settings(provider=provider)
     svc = _service()
@@ -332,7 +333,10 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @config_app.command("check")
 def config_check() -> None:
     """Validate the settings; exit 78 with the reason when they are wrong."""
+    from enrichctl.providers.base import provider_check
+
     settings = _settings()
+    provider_check(settings)
     typer.echo(f"ok: provider {settings.provider}, {len(settings.universe)} symbols, "
                f"timeframes {','.join(t.value for t in settings.timeframes)}, "
                f"database {settings_redacted(settings)['database_url']}")

@@ -79,12 +79,16 @@ def _align(ts: np.ndarray, ind_ts: np.ndarray, columns: dict[str, np.ndarray]) -
     return {n: np.where(found, v[index] if len(v) else np.nan, np.nan) for n, v in columns.items()}
 
 
-def _clean(value: Any) -> Any:
+INTEGER_COLUMNS = ("ts", "volume", "trades")
+
+
+def _clean(name: str, value: Any) -> Any:
+    """NaN -> None; whole volumes and trade counts as integers (not 12095.0)."""
     if isinstance(value, float):
         if math.isnan(value):
             return None
-        if value.is_integer() and abs(value) < 2**53:
-            return value
+        if name in INTEGER_COLUMNS and value.is_integer() and abs(value) < 2**53:
+            return int(value)
     return value
 
 
@@ -92,17 +96,21 @@ def _write(handle: TextIO, fmt: str, header: list[str], rows: list[tuple]) -> No
     if fmt == "jsonl":
         buffer = io.StringIO()
         for row in rows:
-            buffer.write(json.dumps(dict(zip(header, map(_clean, row), strict=True)), allow_nan=False))
+            doc = {name: _clean(name, value) for name, value in zip(header, row, strict=True)}
+            buffer.write(json.dumps(doc, allow_nan=False))
             buffer.write("\n")
         handle.write(buffer.getvalue())
         return
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if (isinstance(v, float) and math.isnan(v)) else _csv_value(v) for v in row])
+        writer.writerow([_csv_value(name, v) for name, v in zip(header, row, strict=True)])
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(name: str, value: Any) -> Any:
+    value = _clean(name, value)
+    if value is None:
+        return ""
     return repr(value) if isinstance(value, float) else value
 
 

@@ -11,10 +11,14 @@ import json
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from datetime import datetime
 
@@ -46,7 +50,13 @@ from enrichctl.pipeline.plan import (
 )
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
-from enrichctl.providers.base import Provider, RequestRecord, RequestSink, provider_create
+from enrichctl.providers.base import (
+    Provider,
+    RequestRecord,
+    RequestSink,
+    provider_check,
+    provider_create,
+)
 from enrichctl.pipeline.quota import SharedRateLimiter
 from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
 from enrichctl.providers.polygon import RATE_WINDOW_MARGIN
@@ -110,6 +120,11 @@ class RunReport:
     def bars_written(self) -> int:
         return sum(j.bars_written for j in self.jobs)
 
+    def _jobs_in_plan_order(self) -> list[JobResult]:
+        """Jobs finish in any order; the summary lists them as the run was asked for."""
+        order = {j.instrument.symbol: i for i, j in enumerate(self.plan.jobs)} if self.plan else {}
+        return sorted(self.jobs, key=lambda j: (order.get(j.symbol, len(order)), j.symbol))
+
     def doc(self) -> dict[str, Any]:
         duration = (self.finished_at - self.started_at) / 1000 if self.finished_at else None
         return {
@@ -128,7 +143,7 @@ class RunReport:
             "requests": self.requests,
             "message": self.message,
             "error": self.error,
-            "jobs": [j.doc() for j in self.jobs],
+            "jobs": [j.doc() for j in self._jobs_in_plan_order()],
             "plan": self.plan.doc() if self.plan else None,
         }
 
@@ -159,6 +174,8 @@ async def run(
     """Bring every selected series up to date (or, with ``dry_run``, only plan it).
 
     ``provider_factory(calendar, sink, clock)`` replaces the configured provider (tests, fakes)."""
+    if provider_factory is None:
+        provider_check(settings)  # before anything is created: a missing key changes nothing
     instruments = universe_select(settings, options.symbols, options.asset_class)
     timeframes = options.timeframes or settings.timeframes
     indicators = IndicatorSet(settings.indicators)
@@ -168,33 +185,48 @@ async def run(
     clock = (lambda: as_of) if as_of is not None else now_ms
     started_at = now_ms()
     market_now = as_of if as_of is not None else started_at
-    async with store_open(settings) as store:
-        if provider_factory is not None:
-            provider = provider_factory(calendar, records.append, clock)
-        else:
-            registry = _registry_for(settings, store)
-            provider = provider_create(settings, calendar, records.append, clock=clock, registry=registry)
-        report = RunReport("running", provider.name, provider.synthetic, started_at=started_at)
-        try:
-            if options.trigger is Trigger.TIMER and not options.force and not options.dry_run:
-                if (pause := await store.control_get(PAUSE_KEY)) is not None:
-                    return await _skip(store, report, options, pause)
-            plan = await plan_build(
-                store, calendar, provider, settings, instruments, timeframes, now=market_now,
-                since=options.since, full_refresh=options.full_refresh,
-                indicator_fingerprint=indicators.fingerprint,
-            )
-            plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
-            report.plan = plan
-            if options.dry_run:
-                report.status = "planned"
-                report.finished_at = now_ms()
+    scratch = _scratch_for_plan(settings) if options.dry_run else None
+    if scratch is not None:  # --dry-run changes nothing: not even by creating the database
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{scratch.name}/plan.db"})
+    try:
+        async with store_open(settings) as store:
+            if provider_factory is not None:
+                provider = provider_factory(calendar, records.append, clock)
+            else:
+                registry = _registry_for(settings, store)
+                provider = provider_create(settings, calendar, records.append, clock=clock, registry=registry)
+            report = RunReport("running", provider.name, provider.synthetic, started_at=started_at)
+            try:
+                if options.trigger is Trigger.TIMER and not options.force and not options.dry_run:
+                    if (pause := await store.control_get(PAUSE_KEY)) is not None:
+                        return await _skip(store, report, options, pause)
+                plan = await plan_build(
+                    store, calendar, provider, settings, instruments, timeframes, now=market_now,
+                    since=options.since, full_refresh=options.full_refresh,
+                    indicator_fingerprint=indicators.fingerprint,
+                )
+                plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
+                report.plan = plan
+                if options.dry_run:
+                    report.status = "planned"
+                    report.finished_at = now_ms()
+                    return report
+                ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
+                await _work(settings, ctx, plan, options, report, records, progress)
                 return report
-            ctx = TaskContext(store, provider, calendar, indicators, settings.quality, None, market_now)
-            await _work(settings, ctx, plan, options, report, records, progress)
-            return report
-        finally:
-            await provider.aclose()
+            finally:
+                await provider.aclose()
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+
+
+def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory | None:
+    """A throwaway directory when the configured SQLite file does not exist yet."""
+    url = make_url(settings.database_url_resolved())
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return None if Path(url.database).exists() else tempfile.TemporaryDirectory(prefix="enrichctl-plan-")
 
 
 def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:

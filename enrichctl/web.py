@@ -15,7 +15,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -33,6 +32,7 @@ from enrichctl.errors import (
 from enrichctl.logs import get_logger, log_event
 from enrichctl.settings import Settings
 from enrichctl.webcache import Rendered, SharedBuilds
+from enrichctl.webpage import page_routes
 from enrichctl.webparams import (
     history_limit,
     pause_reason,
@@ -46,9 +46,6 @@ log = get_logger("web")
 API = "/api/v1/enrichment"
 CLIENT_MAX_SIZE = 64 * 1024  # request bodies: a pause reason is the largest thing we accept
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
-STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 @dataclass(slots=True)
@@ -271,7 +268,8 @@ async def trigger(request: web.Request) -> web.Response:
     task = asyncio.create_task(service.run(state.settings, options, progress), name="enrichctl-api-run")
     state.runs.add(task)
     task.add_done_callback(lambda t: _run_done(state, t))
-    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    waited: set[asyncio.Future[Any]] = {task, started}
+    await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     state.builds.invalidate()
     if not started.done():
         report = task.result()  # raises RunActive (lost the race for the lease), UsageError, ...
@@ -300,29 +298,6 @@ async def never_get(request: web.Request) -> web.Response:
                    f"state changes are never GET: send POST {request.path}", {"Allow": "POST"})
 
 
-# --- the page -------------------------------------------------------------------------------
-
-
-def _static(name: str) -> bytes:
-    return (resources.files("enrichctl") / "static" / name).read_bytes()
-
-
-def _page_routes() -> list[web.RouteDef]:
-    page = _static("index.html")
-    assets = {name: (_static(name), ctype) for name, ctype in STATIC_FILES.items()}
-
-    async def index(_request: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/html", charset="utf-8",
-                            headers={"Content-Security-Policy": PAGE_CSP})
-
-    def asset(body: bytes, ctype: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handler(_request: web.Request) -> web.Response:
-            return web.Response(body=body, content_type=ctype, charset="utf-8")
-        return handler
-
-    return [web.get("/", index)] + [web.get(f"/static/{n}", asset(*a)) for n, a in assets.items()]
-
-
 # --- the app --------------------------------------------------------------------------------
 
 
@@ -334,7 +309,7 @@ def app_create(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
     app[STATE] = state
     app.cleanup_ctx.append(_session_context)
-    app.add_routes(_page_routes())
+    app.add_routes(page_routes())
     app.add_routes([
         web.get("/openapi.json", openapi_json),
         web.get("/metrics", prometheus),

@@ -11,6 +11,7 @@ kept: the next request builds again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class SharedBuilds:
                 self._prune(now)
             entry = _Entry(self.generation, now, asyncio.ensure_future(build()))
             self._entries[key] = entry
-            entry.future.add_done_callback(lambda f, k=key, e=entry: self._done(k, e, f))
+            entry.future.add_done_callback(functools.partial(self._done, key, entry))
         # Shielded: one client hanging up must not cancel the build the others wait for.
         return await asyncio.shield(entry.future)
 

@@ -154,4 +154,6 @@ def utc_date_ms(text: str) -> int:
 
 
 def days_ago_ms(now_ms: int, days: int) -> int:
-    return int((datetime.fromtimestamp(now_ms / 1000, tz=UTC) - timedelta(days=days)).timestamp() * 1000)
+    """UTC midnight ``days`` days before ``now_ms``'s day: history starts on a day boundary."""
+    day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((day - timedelta(days=days)).timestamp() * 1000)

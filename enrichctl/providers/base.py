@@ -56,6 +56,19 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def provider_check(settings: Settings) -> None:
+    """ConfigError when the configured provider cannot work as configured (e.g. no key)."""
+    from enrichctl.errors import ConfigError
+
+    if settings.provider == "polygon" and (
+        settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value()
+    ):
+        raise ConfigError(
+            "no Polygon API key: set POLYGON_API_KEY (or polygon.api_key in the config file), "
+            "or run with --provider demo for offline synthetic data"
+        )
+
+
 def provider_create(
     settings: Settings, calendar: SessionCalendar, sink: RequestSink,
     clock: Callable[[], int] | None = None, registry: ResilienceRegistry | None = None,
@@ -65,17 +78,13 @@ def provider_create(
     from enrichctl.domain import now_ms
     from enrichctl.errors import ConfigError
 
+    provider_check(settings)
     name = settings.provider
     if name == "demo":
         from enrichctl.providers.demo import DemoProvider
 
         return DemoProvider(calendar, sink=sink, clock=clock or now_ms)
     if name == "polygon":
-        if settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value():
-            raise ConfigError(
-                "no Polygon API key: set POLYGON_API_KEY (or polygon.api_key in the config file), "
-                "or run with --provider demo for offline synthetic data"
-            )
         try:
             from enrichctl.providers.polygon import PolygonProvider
         except ImportError:

@@ -125,10 +125,10 @@ class Store:
             await store._prepare(columns)
         except OperationalError as exc:
             await engine.dispose()
-            raise ConfigError(f"cannot open the database: {_short(exc)}") from None
+            raise ConfigError(f"cannot open the database {_public(async_url)}: {_short(exc)}") from None
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
-            raise ConfigError(f"cannot open the database: {_short(exc)}") from None
+            raise ConfigError(f"cannot open the database {_public(async_url)}: {_short(exc)}") from None
         except BaseException:
             await engine.dispose()
             raise
@@ -622,6 +622,12 @@ def _series_values(
         "last_checked_at": now,
         "updated_at": now,
     }
+
+
+def _public(url: str) -> str:
+    """The URL as it may be shown: no password, plain scheme."""
+    parsed = make_url(url)
+    return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
 
 
 def _earliest(*values: int | None) -> int | None:
