@@ -148,8 +148,30 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
             "stale": sum(s["stale"] for s in symbols),
         },
         "processing_symbols": symbols,
+        "workers": await _workers(store, active or finished, now),
         "resilience": resilience,
     }
+
+
+async def _workers(store: Store, run: RunRow | None, now: int) -> list[dict[str, Any]]:
+    """The workers of the active (or last) run: host, pid, jobs done, last heartbeat."""
+    if run is None:
+        return []
+    return [
+        {
+            "worker": w.id,
+            "run_id": w.run_id,
+            "host": w.host,
+            "pid": w.pid,
+            "jobs_done": w.jobs_done,
+            "started_at": ms_to_iso(w.started_at),
+            "last_heartbeat": ms_to_iso(w.heartbeat_at),
+            "heartbeat_age_s": round((now - w.heartbeat_at) / 1000, 1),
+            "finished_at": ms_to_iso(w.finished_at),
+            "active": w.finished_at is None,
+        }
+        for w in await store.workers_of_run(run.id)
+    ]
 
 
 def health_from_overview(doc: dict[str, Any]) -> dict[str, Any]:

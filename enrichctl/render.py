@@ -165,6 +165,14 @@ def overview(doc: dict[str, Any]) -> None:
                   f"at {_v(last['started_at'])}, {last['bars_written']} bars written")
     if doc["active_run"]:
         out.print(f"[cyan]run {doc['active_run']['run_id']} is running[/]")
+    if len(doc.get("workers", [])) > 1 or any(w["active"] for w in doc.get("workers", [])):
+        workers = Table(title=f"workers of run {doc['workers'][0]['run_id']}", title_justify="left")
+        for col in ("worker", "host", "pid", "jobs done", "last heartbeat", "active"):
+            workers.add_column(col)
+        for w in doc["workers"]:
+            workers.add_row(w["worker"], w["host"], str(w["pid"]), str(w["jobs_done"]),
+                            _v(w["last_heartbeat"]), "yes" if w["active"] else "no")
+        out.print(workers)
     totals = doc["totals"]
     out.print(f"{totals['symbols']} symbols, {totals['series']} series, {totals['bars']} bars stored")
 
