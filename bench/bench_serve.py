@@ -215,7 +215,7 @@ async def _load(http: aiohttp.ClientSession, base: str, paths: list[str], client
 def _figures(endpoint: str, clients: int, latencies: list[float], seconds: float,
              cpu_seconds: float | None = None) -> Latency:
     ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     cpu = round(cpu_seconds * 1000 / len(ordered), 3) if cpu_seconds is not None else None
     return Latency(endpoint, clients, len(ordered), round(statistics.median(ordered), 2),
                    round(p99, 2), round(ordered[-1], 2), round(len(ordered) / seconds, 1), cpu)
@@ -279,7 +279,14 @@ async def measure(base: str, server_pid: int, symbols: list[str], clients: int,
     return results
 
 
-async def bench(args: argparse.Namespace, directory: Path) -> dict:
+async def _served_measure(base: str, server: subprocess.Popen, symbols: list[str],
+                          args: argparse.Namespace) -> list[Latency]:
+    async with aiohttp.ClientSession() as http:
+        await _wait_listening(http, base, server)
+    return await measure(base, server.pid, symbols, args.clients, args.requests)
+
+
+def bench(args: argparse.Namespace, directory: Path) -> dict:
     db = directory / "enrichctl.db"
     symbols = symbols_of(args.symbols)
     config = config_write(directory, db, symbols)
@@ -287,14 +294,11 @@ async def bench(args: argparse.Namespace, directory: Path) -> dict:
     schema_create(config)
     counts = data_fill(db, symbols, args.bars, args.runs, int(time.time() * 1000))
     fill_s = time.perf_counter() - began
-    documents = documents_time(config, symbols, 30)
+    results = documents_time(config, symbols, 30)
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=_env(config))
-    base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as http:
-            await _wait_listening(http, base, server)
-        results = documents + await measure(base, server.pid, symbols, args.clients, args.requests)
+        results += asyncio.run(_served_measure(f"http://127.0.0.1:{port}", server, symbols, args))
     finally:
         server.terminate()
         server.wait(30)
@@ -330,10 +334,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        doc = asyncio.run(bench(args, args.keep))
+        doc = bench(args, args.keep)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-            doc = asyncio.run(bench(args, Path(tmp)))
+            doc = bench(args, Path(tmp))
     print(json.dumps(doc, indent=2)) if args.json else report(doc)
 
 

@@ -323,6 +323,21 @@ def verify(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to bind (default serve.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default serve.port, 8000).")] = None,
+) -> None:
+    """Serve the dashboard documents, Prometheus metrics and a web page over HTTP."""
+    from enrichctl import web
+
+    settings = _settings()
+    try:
+        _run(web.serve_main(settings, host, port))
+    except asyncio.CancelledError:  # SIGTERM: a clean stop
+        raise typer.Exit(0) from None
+
+
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The effective settings, secrets redacted."""

@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy.exc import SQLAlchemyError
 
 from enrichctl.dashboard import METRICS_WINDOW_HOURS, health_from_overview
-from enrichctl.errors import StoreError
 from enrichctl.service import Session
-from enrichctl.store.tables import jobs, requests, runs
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -176,43 +172,19 @@ def _le(bound: float) -> str:
 
 
 # --- aggregates -------------------------------------------------------------------------------
-# These statements belong in store/queries.py and their execution in Store (``prometheus_raw``);
-# they live here until the store grows that method (see the serve report).
-
-
-def aggregate_statements(since_ms: int) -> dict[str, sa.Select]:
-    bounds_ms = [b * 1000 for b in LATENCY_BUCKETS_S]
-    in_window = requests.c.at >= since_ms
-    return {
-        "runs": sa.select(runs.c.status, sa.func.count()).group_by(runs.c.status),
-        "jobs": sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status),
-        "requests": sa.select(requests.c.provider, requests.c.status, requests.c.ok, sa.func.count())
-        .where(in_window).group_by(requests.c.provider, requests.c.status, requests.c.ok),
-        "latency": sa.select(
-            requests.c.provider,
-            *(sa.func.sum(sa.case((requests.c.latency_ms <= b, 1), else_=0)) for b in bounds_ms),
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(requests.c.latency_ms), 0.0),
-        ).where(in_window).group_by(requests.c.provider),
-    }
 
 
 async def aggregates_read(session: Session, since_ms: int) -> Aggregates:
-    statements = aggregate_statements(since_ms)
-    try:
-        async with session.store.engine.connect() as conn:
-            rows = {name: (await conn.execute(stmt)).all() for name, stmt in statements.items()}
-    except SQLAlchemyError as exc:
-        raise StoreError(f"database error: {type(exc).__name__}") from exc
+    raw = await session.store.prometheus_raw(since_ms, tuple(b * 1000 for b in LATENCY_BUCKETS_S))
     n_bounds = len(LATENCY_BUCKETS_S)
     return Aggregates(
-        runs_by_status={status: int(n) for status, n in rows["runs"]},
-        jobs_by_status={status: int(n) for status, n in rows["jobs"]},
+        runs_by_status={status: int(n) for status, n in raw["runs"]},
+        jobs_by_status={status: int(n) for status, n in raw["jobs"]},
         requests=[(provider, str(code) if code is not None else "none", "ok" if ok else "failed", int(n))
-                  for provider, code, ok, n in rows["requests"]],
+                  for provider, code, ok, n in raw["requests"]],
         latency={
             row[0]: ([int(c or 0) for c in row[1:1 + n_bounds]], int(row[1 + n_bounds]),
                      float(row[2 + n_bounds]) / 1000)
-            for row in rows["latency"]
+            for row in raw["latency"]
         },
     )

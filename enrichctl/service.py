@@ -479,7 +479,7 @@ class Session:
     async def active_run(self) -> dict[str, Any] | None:
         """The live holder of the run lease, or None (an expired lease is not live)."""
         lease = await self.store.lease_get()
-        if lease is None or lease.expires_at < now_ms():
+        if lease is None or not lifecycle.holder_alive(lease, now_ms()):
             return None
         return {"run_id": lease.run_id, "host": lease.host, "pid": lease.pid,
                 "heartbeat_at": ms_to_iso(lease.heartbeat_at)}

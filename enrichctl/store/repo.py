@@ -413,6 +413,14 @@ class Store:
             "quality_score": float(score) if score is not None else None,
         }
 
+    async def prometheus_raw(self, since: int, bounds_ms: tuple[float, ...]) -> dict[str, list]:
+        """The rows behind ``GET /metrics`` (see ``queries.prometheus_aggregates``)."""
+        async with self._read() as conn:
+            return {
+                name: list((await conn.execute(stmt)).all())
+                for name, stmt in queries.prometheus_aggregates(since, bounds_ms).items()
+            }
+
     # --- control: pause flag and the run lease -----------------------------------------------
 
     async def control_get(self, key: str) -> dict[str, Any] | None:

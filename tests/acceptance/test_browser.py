@@ -149,7 +149,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeou
 
 @asynccontextmanager
 async def chromium(executable: str, tmp_path: Path) -> AsyncIterator[Page]:
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block; reading and waiting run in threads
         [executable, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
          "about:blank"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -172,10 +172,10 @@ async def chromium(executable: str, tmp_path: Path) -> AsyncIterator[Page]:
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            await asyncio.to_thread(proc.wait, 10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            await asyncio.to_thread(proc.wait)
 
 
 def _devtools_url(proc: subprocess.Popen[str]) -> str:
