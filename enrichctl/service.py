@@ -42,6 +42,7 @@ from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import (
     JobPlan,
+    Mode,
     RunPlan,
     grouped_apply,
     grouped_choose,
@@ -283,8 +284,15 @@ async def _work(
         return
     run_id = report.run_id = joined.run_id
     spec = _RunSpec.of(options, settings, frozenset())
+    up_to_date: list[JobResult] = []
     if joined.created:
-        await store.jobs_create(run_id, [j.instrument for j in plan.jobs])
+        up_to_date = [
+            JobResult(j.instrument.symbol, JobStatus.SUCCEEDED, 1, up_to_date=len(j.tasks))
+            for j in plan.jobs
+            if all(t.mode is Mode.UP_TO_DATE and not t.recompute_indicators for t in j.tasks)
+        ]
+        await store.jobs_create(run_id, [j.instrument for j in plan.jobs],
+                                frozenset(r.symbol for r in up_to_date))
         await notify.ping(settings.notify, "start")
         if plan.grouped_days:
             grouped = plan.grouped_series
@@ -303,6 +311,8 @@ async def _work(
               requests_planned=plan.requests, worker=joined.worker, joined=not joined.created)
     if progress:
         progress("plan", {"plan": plan, "run_id": run_id})
+        for result in up_to_date:
+            progress("job_done", {"result": result})
     runner = Runner(
         ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
                           settings.retry_delay_seconds, lease_ms),
@@ -324,7 +334,7 @@ async def _work(
             await beat
         await asyncio.shield(store.worker_update(
             joined.worker, finished_at=now_ms(), heartbeat_at=now_ms(), jobs_done=len(runner.results)))
-    report.jobs = runner.results
+    report.jobs = up_to_date + runner.results
     if runner.abort is not None:
         report.error = runner.abort.message
         report.aborted = True

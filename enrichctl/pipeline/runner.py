@@ -214,37 +214,39 @@ class Runner:
     async def _task(self, job_id: int, plan: SeriesPlan, attempt: int) -> TaskOutcome:
         store = self.ctx.store
         series = plan.series
-        task_id = await store.task_create(
-            job_id=job_id, run_id=self.ctx.run_id, symbol=series.symbol,
-            timeframe=series.timeframe.value, status=JobStatus.RUNNING.value, attempt=attempt,
-            range_start=plan.start, range_end=plan.end if plan.start is not None else None,
-            full_refresh=plan.mode in (Mode.FULL, Mode.NEW), started_at=now_ms(),
-            bars_fetched=0, bars_written=0, indicator_values=0,
-        )
+        row = {
+            "job_id": job_id, "run_id": self.ctx.run_id, "symbol": series.symbol,
+            "timeframe": series.timeframe.value, "attempt": attempt, "range_start": plan.start,
+            "range_end": plan.end if plan.start is not None else None,
+            "full_refresh": plan.mode in (Mode.FULL, Mode.NEW), "started_at": now_ms(),
+        }
         try:
-            outcome = await series_update(self.ctx, plan)
+            outcome, write = await series_update(self.ctx, plan)
         except EnrichError as exc:
-            await self._flush_requests()
-            await store.task_update(task_id, status=JobStatus.FAILED.value, finished_at=now_ms(),
-                                    error=exc.message)
+            failed = {**row, "status": JobStatus.FAILED.value, "finished_at": now_ms(),
+                      "error": exc.message, "bars_fetched": 0, "bars_written": 0,
+                      "indicator_values": 0}
+            await store.task_record(failed, self._drain_requests())
             await store.series_touch(series, self.ctx.provider.name, self.ctx.provider.synthetic,
                                      last_attempt_at=now_ms(), last_error=exc.message)
             raise
-        await self._flush_requests()
-        await store.task_update(
-            task_id, status=JobStatus.SUCCEEDED.value, finished_at=now_ms(),
+        row.update(
+            status=JobStatus.SUCCEEDED.value, finished_at=now_ms(),
             bars_fetched=outcome.bars_fetched, bars_written=outcome.bars_written,
             indicator_values=outcome.indicator_values, fetch_ms=outcome.fetch_ms,
-            compute_ms=outcome.compute_ms,
-            compute_ok=None if outcome.compute_ms is None else True,
+            compute_ms=outcome.compute_ms, compute_ok=None if outcome.compute_ms is None else True,
         )
+        # The task's record and the provider calls it made commit with its data, or alone.
+        if write is not None:
+            await store.series_commit(write, task=row, requests=self._drain_requests())
+        else:
+            await store.task_record(row, self._drain_requests())
         self.progress("task_done", {"series": str(series), "outcome": outcome})
         return outcome
 
-    async def _flush_requests(self) -> None:
-        if self.requests:
-            batch, self.requests[:] = list(self.requests), []
-            await self.ctx.store.requests_add(self.ctx.run_id, batch)
+    def _drain_requests(self) -> list[RequestRecord]:
+        batch, self.requests[:] = list(self.requests), []
+        return batch
 
     def _backoff(self, attempt: int) -> float:
         """Exponential with full jitter: uniform(0, base * 2**(attempt-1))."""

@@ -1,7 +1,8 @@
-"""One task: bring one series up to date (fetch, verify the overlap, check, compute, store).
+"""One task: bring one series up to date (fetch, verify the overlap, check, compute).
 
-Everything the task stores goes in one transaction (``Store.series_commit``): bars, indicator
-rows, quality issues and the watermark move together or not at all.
+``series_update`` returns what to store as one ``SeriesWrite``; the runner commits it in one
+transaction (``Store.series_commit``) with the task's own record: bars, indicator rows, quality
+issues and the watermark move together or not at all.
 """
 
 from __future__ import annotations
@@ -50,12 +51,13 @@ class TaskOutcome:
     watermark: int | None
 
 
-async def series_update(ctx: TaskContext, plan: SeriesPlan) -> TaskOutcome:
+async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome, SeriesWrite | None]:
+    """What bringing ``plan.series`` up to date fetched and computed, and what to store."""
     series = plan.series
     if plan.mode is Mode.UP_TO_DATE:
         if plan.recompute_indicators:
             return await _recompute_only(ctx, series, plan.watermark)
-        return TaskOutcome(0, 0, 0, 0.0, None, 0, False, plan.watermark)
+        return TaskOutcome(0, 0, 0, 0.0, None, 0, False, plan.watermark), None
 
     assert plan.start is not None
     started = time.perf_counter()
@@ -115,41 +117,40 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> TaskOutcome:
     stale = check_stale(series, new_watermark, ctx.now, ctx.calendar, ctx.quality)
     if stale is not None:
         issues.append(stale)
-    written = await ctx.store.series_commit(
-        SeriesWrite(
-            series=series,
-            provider=ctx.provider.name,
-            synthetic=ctx.provider.synthetic,
-            run_id=ctx.run_id,
-            bars=new_bars,
-            indicator_ts=indicator_ts,
-            indicators=values,
-            indicator_set=ctx.indicators.fingerprint,
-            issues=issues,
-            replace=replace,
-            batch_score=quality_score(len(new_bars), result.issues),
-            requested_from=plan.history_start if replace else None,
-        )
+    write = SeriesWrite(
+        series=series,
+        provider=ctx.provider.name,
+        synthetic=ctx.provider.synthetic,
+        run_id=ctx.run_id,
+        bars=new_bars,
+        indicator_ts=indicator_ts,
+        indicators=values,
+        indicator_set=ctx.indicators.fingerprint,
+        issues=issues,
+        replace=replace,
+        batch_score=quality_score(len(new_bars), result.issues),
+        requested_from=plan.history_start if replace else None,
     )
-    return TaskOutcome(fetched_count, written, indicator_values, fetch_ms, compute_ms,
-                       len(issues), readjusted, new_watermark)
+    outcome = TaskOutcome(fetched_count, len(new_bars), indicator_values, fetch_ms, compute_ms,
+                          len(issues), readjusted, new_watermark)
+    return outcome, write
 
 
-async def _recompute_only(ctx: TaskContext, series: Series, watermark: int | None) -> TaskOutcome:
+async def _recompute_only(
+    ctx: TaskContext, series: Series, watermark: int | None
+) -> tuple[TaskOutcome, SeriesWrite]:
     """The indicator set changed but no bar is missing: recompute every indicator row."""
     started = time.perf_counter()
     bars = await ctx.store.bars_range(series)
     values = ctx.indicators.compute(bars, series.timeframe.periods_per_year(series.asset_class))
     compute_ms = (time.perf_counter() - started) * 1000
-    await ctx.store.series_commit(
-        SeriesWrite(
-            series=series, provider=ctx.provider.name, synthetic=ctx.provider.synthetic,
-            run_id=ctx.run_id, bars=Bars.empty(), indicator_ts=bars.ts, indicators=values,
-            indicator_set=ctx.indicators.fingerprint,
-        )
+    write = SeriesWrite(
+        series=series, provider=ctx.provider.name, synthetic=ctx.provider.synthetic,
+        run_id=ctx.run_id, bars=Bars.empty(), indicator_ts=bars.ts, indicators=values,
+        indicator_set=ctx.indicators.fingerprint,
     )
     indicator_values = int(sum(np.count_nonzero(~np.isnan(v)) for v in values.values()))
-    return TaskOutcome(0, 0, indicator_values, 0.0, compute_ms, 0, False, watermark)
+    return TaskOutcome(0, 0, indicator_values, 0.0, compute_ms, 0, False, watermark), write
 
 
 async def _overlap_changed(

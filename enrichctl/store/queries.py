@@ -185,10 +185,6 @@ def job_insert():
     return sa.insert(jobs)
 
 
-def jobs_of_run(run_id: int):
-    return sa.select(jobs.c.id, jobs.c.symbol).where(jobs.c.run_id == run_id)
-
-
 def job_update(job_id: int, **values):
     return sa.update(jobs).where(jobs.c.id == job_id).values(**values)
 
@@ -321,11 +317,7 @@ def jobs_of_symbol(symbol: str, limit: int):
 
 
 def task_insert(**values):
-    return sa.insert(tasks).values(**values).returning(tasks.c.id)
-
-
-def task_update(task_id: int, **values):
-    return sa.update(tasks).where(tasks.c.id == task_id).values(**values)
+    return sa.insert(tasks).values(**values)
 
 
 # --- quality, requests -----------------------------------------------------------------------

@@ -226,9 +226,12 @@ class Store:
         values = np.array([r[1:] for r in rows], dtype=np.float64)
         return ts, {name: values[:, i] for i, name in enumerate(names)}
 
-    async def series_commit(self, write: SeriesWrite) -> int:
-        """Store bars, indicators and issues of one series and move its watermark, atomically.
-        Returns the number of bars written."""
+    async def series_commit(
+        self, write: SeriesWrite, *, task: dict[str, Any] | None = None,
+        requests: list[RequestRecord] | None = None,
+    ) -> int:
+        """Store bars, indicators and issues of one series and move its watermark, atomically,
+        with the task's record and the provider calls it made. Returns the bars written."""
         s = write.series
         now = now_ms()
         key = (s.symbol, s.timeframe.value)
@@ -264,7 +267,22 @@ class Store:
                 queries.series_upsert(self.dialect),
                 _series_values(write, prev, int(count), first, last, now),
             )
+            await self._task_and_requests(conn, task, requests or [])
         return len(bar_rows)
+
+    async def task_record(self, task: dict[str, Any], requests: list[RequestRecord]) -> None:
+        """A finished task's row and its provider calls, when no series data goes with them."""
+        async with self._write() as conn:
+            await self._task_and_requests(conn, task, requests)
+
+    async def _task_and_requests(
+        self, conn: AsyncConnection, task: dict[str, Any] | None, requests: list[RequestRecord]
+    ) -> None:
+        if task is not None:
+            await conn.execute(queries.task_insert(**task))
+        if requests:
+            run_id = task["run_id"] if task is not None else None
+            await conn.execute(queries.requests_insert(), _request_rows(run_id, requests))
 
     async def series_touch(self, series: Series, provider: str, synthetic: bool, **values) -> None:
         """Record an attempt/outcome on a series without storing bars (creates it if new)."""
@@ -333,17 +351,21 @@ class Store:
         async with self._read() as conn:
             return [row_to(RunRow, r) for r in (await conn.execute(queries.runs_running())).all()]
 
-    async def jobs_create(self, run_id: int, instruments) -> dict[str, int]:
+    async def jobs_create(self, run_id: int, instruments, up_to_date: frozenset[str] = frozenset()) -> None:
+        """One pending job per instrument; those in ``up_to_date`` (nothing to fetch or compute)
+        are recorded as done at once instead of going through claims."""
         now = now_ms()
+
+        def row(i) -> dict[str, Any]:
+            done = i.symbol in up_to_date
+            return {"run_id": run_id, "symbol": i.symbol, "asset_class": i.asset_class.value,
+                    "status": "succeeded" if done else "pending", "attempts": int(done),
+                    "started_at": now if done else None, "finished_at": now if done else None,
+                    "duration_ms": 0.0 if done else None, "bars_fetched": 0, "bars_written": 0,
+                    "updated_at": now}
+
         async with self._write() as conn:
-            await conn.execute(
-                queries.job_insert(),
-                [{"run_id": run_id, "symbol": i.symbol, "asset_class": i.asset_class.value,
-                  "status": "pending", "attempts": 0, "bars_fetched": 0, "bars_written": 0,
-                  "updated_at": now} for i in instruments],
-            )
-            rows = await conn.execute(queries.jobs_of_run(run_id))
-            return {symbol: int(job_id) for job_id, symbol in rows.all()}
+            await conn.execute(queries.job_insert(), [row(i) for i in instruments])
 
     async def job_update(self, job_id: int, **values) -> None:
         async with self._write() as conn:
@@ -358,26 +380,6 @@ class Store:
         async with self._read() as conn:
             rows = await conn.execute(queries.jobs_of_symbol(symbol, limit))
             return [row_to(JobRow, r) for r in rows.all()]
-
-    async def task_create(self, **values) -> int:
-        async with self._write() as conn:
-            return int((await conn.execute(queries.task_insert(**values))).scalar_one())
-
-    async def task_update(self, task_id: int, **values) -> None:
-        async with self._write() as conn:
-            await conn.execute(queries.task_update(task_id, **values))
-
-    async def requests_add(self, run_id: int | None, records: list[RequestRecord]) -> None:
-        if not records:
-            return
-        async with self._write() as conn:
-            await conn.execute(
-                queries.requests_insert(),
-                [{"run_id": run_id, "provider": r.provider, "symbol": r.symbol,
-                  "timeframe": r.timeframe, "endpoint": r.endpoint, "status": r.status,
-                  "ok": r.ok, "latency_ms": r.latency_ms, "attempt": r.attempt, "bars": r.bars,
-                  "at": r.at_ms, "error": r.error} for r in records],
-            )
 
     async def requests_prune(self, before: int) -> None:
         async with self._write() as conn:
@@ -581,6 +583,15 @@ class Store:
                 queries.control_put(self.dialect),
                 {"key": f"pause:{limiter}", "value": json.dumps({"until": until}), "updated_at": now},
             )
+
+
+def _request_rows(run_id: int | None, records: list[RequestRecord]) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "provider": r.provider, "symbol": r.symbol, "timeframe": r.timeframe,
+         "endpoint": r.endpoint, "status": r.status, "ok": r.ok, "latency_ms": r.latency_ms,
+         "attempt": r.attempt, "bars": r.bars, "at": r.at_ms, "error": r.error}
+        for r in records
+    ]
 
 
 def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.ndarray]) -> list[tuple]:
