@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import repeat
 
 import numpy as np
 
@@ -256,9 +257,9 @@ class Bars:
             return parts[0]
         return Bars(*(np.concatenate([getattr(p, name) for p in parts]) for name in BAR_FIELDS))
 
-    def rows(self) -> list[tuple]:
-        """(ts, open, high, low, close, volume, vwap, trades) tuples with None for NaN."""
-        cols: list[list] = [self.ts.tolist()]
+    def rows(self, prefix: tuple = ()) -> list[tuple]:
+        """(*prefix, ts, open, high, low, close, volume, vwap, trades) tuples, None for NaN."""
+        cols: list = [repeat(p) for p in prefix] + [self.ts.tolist()]
         for name in BAR_FIELDS[1:]:
             values = getattr(self, name)
             missing = np.isnan(values)
@@ -273,7 +274,7 @@ class Bars:
                 cols.append([None if m else v for v, m in zip(values.tolist(), missing.tolist())])
             else:
                 cols.append(values.tolist())
-        return list(zip(*cols, strict=True))
+        return list(zip(*cols))
 
 
 def ms_to_datetime(ms: int) -> datetime:

@@ -15,14 +15,13 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from datetime import datetime
-
-from enrichctl import dashboard, notify
+from enrichctl import dashboard
 from enrichctl.domain import (
     AssetClass,
     Instrument,
@@ -49,6 +48,7 @@ from enrichctl.pipeline.plan import (
     plan_build,
     universe_select,
 )
+from enrichctl.pipeline.quota import SharedRateLimiter
 from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
@@ -58,9 +58,7 @@ from enrichctl.providers.base import (
     provider_check,
     provider_create,
 )
-from enrichctl.pipeline.quota import SharedRateLimiter
 from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
-from enrichctl.providers.polygon import RATE_WINDOW_MARGIN
 from enrichctl.resilience.ratelimit import RateLimiter
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
@@ -222,6 +220,14 @@ async def run(
             scratch.cleanup()
 
 
+async def _ping(settings: Settings, phase: str) -> None:
+    """The dead man's switch, when one is configured (aiohttp is imported only then)."""
+    if settings.notify.ping_url:
+        from enrichctl import notify
+
+        await notify.ping(settings.notify, phase)  # type: ignore[arg-type]
+
+
 def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory | None:
     """A throwaway directory when the configured SQLite file does not exist yet."""
     url = make_url(settings.database_url_resolved())
@@ -236,6 +242,8 @@ def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
     registry = ResilienceRegistry()
     rate = settings.polygon.requests_per_minute
     if settings.provider == "polygon" and rate > 0 and store.dialect == "postgresql":
+        from enrichctl.providers.polygon import RATE_WINDOW_MARGIN
+
         interval = settings.polygon.rate_window_seconds * (1 + RATE_WINDOW_MARGIN)
         local = RateLimiter("polygon", registry.clock, rate=rate, interval=interval,
                             retry_after_cap=settings.resilience.retry_after_cap)
@@ -293,7 +301,7 @@ async def _work(
         ]
         await store.jobs_create(run_id, [j.instrument for j in plan.jobs],
                                 frozenset(r.symbol for r in up_to_date))
-        await notify.ping(settings.notify, "start")
+        await _ping(settings, "start")
         if plan.grouped_days:
             grouped = plan.grouped_series
             cache = await grouped_prefetch(ctx.provider, plan.grouped_days, grouped)
@@ -340,7 +348,7 @@ async def _work(
         report.aborted = True
 
     async def closed(status: RunStatus) -> None:
-        await notify.ping(settings.notify, "success" if status is RunStatus.SUCCEEDED else "fail")
+        await _ping(settings, "success" if status is RunStatus.SUCCEEDED else "fail")
 
     final = await lifecycle.run_close_if_done(
         store, run_id, error=report.error, resilience=snapshot() if callable(snapshot) else None,
@@ -363,7 +371,7 @@ async def _stop(
     report.error = "cancelled by a signal"
     report.finished_at = now_ms()
     if cancelled:
-        await notify.ping(settings.notify, "fail")
+        await _ping(settings, "fail")
 
 
 async def _fill_other_workers_jobs(store: Store, run_id: int, report: RunReport) -> None:

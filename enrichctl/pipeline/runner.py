@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enrichctl.domain import AssetClass, Instrument, JobStatus, now_ms
-from enrichctl.errors import ConfigError, EnrichError, ProviderError, StoreError, TemporaryError
+from enrichctl.errors import (
+    ConfigError,
+    EnrichError,
+    ProviderError,
+    StoreError,
+    TemporaryError,
+)
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update

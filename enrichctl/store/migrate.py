@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions. A test checks it against Alembic's own view; it
 # lets an up-to-date database skip importing Alembic (a sixth of a CLI start).

@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,15 @@ from enrichctl.domain import Bars, QualityIssue, Series, now_ms
 from enrichctl.errors import ConfigError, StoreError
 from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries
-from enrichctl.store.rows import IssueRow, JobRow, LeaseRow, RunRow, SeriesRow, WorkerRow, row_to
+from enrichctl.store.rows import (
+    IssueRow,
+    JobRow,
+    LeaseRow,
+    RunRow,
+    SeriesRow,
+    WorkerRow,
+    row_to,
+)
 from enrichctl.store.tables import INDICATOR_KEY, indicators_table
 
 COLUMN_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -235,7 +244,7 @@ class Store:
         s = write.series
         now = now_ms()
         key = (s.symbol, s.timeframe.value)
-        bar_rows = [key + r for r in write.bars.rows()]
+        bar_rows = write.bars.rows(key)
         ind_names = tuple(write.indicators)
         ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
         async with self._write() as conn:
@@ -598,7 +607,7 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
     """(symbol, timeframe, ts, value...) tuples, NaN as None, built column by column."""
     if not len(ts) or not values:
         return []
-    columns = [ts.tolist()]
+    columns = []
     for v in values.values():
         missing = np.isnan(v)
         if missing.any():
@@ -607,7 +616,7 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
             columns.append(as_object.tolist())
         else:
             columns.append(v.tolist())
-    return [key + row for row in zip(*columns, strict=True)]
+    return list(zip(repeat(key[0]), repeat(key[1]), ts.tolist(), *columns))
 
 
 def _series_values(
