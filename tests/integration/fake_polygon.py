@@ -31,7 +31,14 @@ from typing import Any, Self
 import numpy as np
 from aiohttp import web
 
-from enrichctl.domain import MS_PER_DAY, MS_PER_MINUTE, AssetClass, Bars, Series, Timeframe
+from enrichctl.domain import (
+    MS_PER_DAY,
+    MS_PER_MINUTE,
+    AssetClass,
+    Bars,
+    Series,
+    Timeframe,
+)
 from enrichctl.pipeline.calendar import NEW_YORK
 from enrichctl.providers.base import Provider
 

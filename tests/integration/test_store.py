@@ -13,7 +13,16 @@ import pytest
 import sqlalchemy as sa
 
 from enrichctl import service
-from enrichctl.domain import MS_PER_DAY, AssetClass, Instrument, RunStatus, Series, Timeframe, Trigger, now_ms
+from enrichctl.domain import (
+    MS_PER_DAY,
+    AssetClass,
+    Instrument,
+    RunStatus,
+    Series,
+    Timeframe,
+    Trigger,
+    now_ms,
+)
 from enrichctl.errors import EXIT_OK, EXIT_TEMPFAIL, ConfigError, RunActive, StoreError
 from enrichctl.pipeline.calendar import utc_date_ms
 from enrichctl.pipeline.indicators import IndicatorSet

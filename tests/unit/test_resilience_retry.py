@@ -8,7 +8,11 @@ import random
 import pytest
 from fakeclock import FakeClock
 
-from enrichctl.errors import PermanentProviderError, ProviderAuthError, RetryableProviderError
+from enrichctl.errors import (
+    PermanentProviderError,
+    ProviderAuthError,
+    RetryableProviderError,
+)
 from enrichctl.resilience.breaker import CircuitOpen
 from enrichctl.resilience.retry import RetryPolicy, current_attempt
 
