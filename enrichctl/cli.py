@@ -53,8 +53,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show or check the settings.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+systemd_app = typer.Typer(help="systemd units for unattended runs.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(systemd_app, name="systemd")
 
 
 class State:
@@ -338,6 +340,36 @@ def serve(
         raise typer.Exit(0) from None
 
 
+@systemd_app.command("render")
+def systemd_render(
+    user: Annotated[bool | None, typer.Option("--user/--system", help="User units (default when not root) or system units.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory (default: the manager's unit directory).")] = None,
+) -> None:
+    """Write enrichctl.timer, enrichctl.service and enrichctl-serve.service for this install."""
+    from enrichctl import systemd
+    from enrichctl.errors import ConfigError
+    from enrichctl.settings import config_path_find
+
+    settings = _settings()
+    as_user = (os.geteuid() != 0) if user is None else user
+    config = config_path_find(STATE.config)
+    try:
+        written = systemd.units_render_to(
+            settings, user=as_user, output=output,
+            config_path=config.absolute() if config else None,
+        )
+    except PermissionError as exc:
+        raise ConfigError(f"cannot write {exc.filename}: permission denied; run with sudo, or use --user") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the units: {exc.strerror}") from None
+    for path in written:
+        typer.echo(str(path))
+    if STATE.database_url or os.environ.get("ENRICHCTL_DATABASE_URL") or os.environ.get("DATABASE_URL"):
+        typer.echo("note: the units read the config file only; put database_url there", err=True)
+    manager = "systemctl --user" if as_user else "systemctl"
+    typer.echo(f"next: {manager} daemon-reload && {manager} enable --now enrichctl.timer", err=True)
+
+
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The effective settings, secrets redacted."""
@@ -348,10 +380,14 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 @config_app.command("check")
 def config_check() -> None:
     """Validate the settings; exit 78 with the reason when they are wrong."""
+    from enrichctl.errors import ConfigError
     from enrichctl.providers.base import provider_check
+    from enrichctl.systemd import calendar_check
 
     settings = _settings()
     provider_check(settings)
+    if (problem := calendar_check(settings.schedule.on_calendar)) is not None:
+        raise ConfigError(f"schedule.on_calendar {settings.schedule.on_calendar!r}: {problem}")
     typer.echo(f"ok: provider {settings.provider}, {len(settings.universe)} symbols, "
                f"timeframes {','.join(t.value for t in settings.timeframes)}, "
                f"database {settings_redacted(settings)['database_url']}")

@@ -17,6 +17,7 @@ from enrichctl.pipeline.quality import check_stale
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
+from enrichctl.systemd import next_elapse
 
 METRICS_WINDOW_HOURS = 24
 GAP_KINDS = {IssueKind.GAP.value}
@@ -117,6 +118,8 @@ async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, An
         "paused_by": pause.get("by") if pause else None,
         "paused_since": pause.get("since") if pause else None,
         "paused_since_ms": pause.get("since_ms") if pause else None,
+        "schedule": settings.schedule.on_calendar,
+        "next_run": ms_to_iso(next_elapse(settings.schedule.on_calendar, now)),
         "paused_too_long": bool(
             pause and pause.get("since_ms")
             and now - pause["since_ms"] > settings.schedule.pause_alert_hours * 3_600_000

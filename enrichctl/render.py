@@ -159,6 +159,8 @@ def overview(doc: dict[str, Any]) -> None:
                       _v(s["last_success"]), str(s["attempts"]), _v(s["quality_score"]),
                       "[red]yes[/]" if s["stale"] else "no", _v(s["last_error"]))
     out.print(table)
+    if sched.get("next_run"):
+        out.print(f"next scheduled run {_v(sched['next_run'])} ({sched['schedule']})")
     last = doc["last_run"]
     if last:
         out.print(f"last run {last['run_id']} ({last['trigger']}) {_status(last['status'])} "

@@ -34,7 +34,7 @@ from enrichctl.domain import (
     ms_to_iso,
     now_ms,
 )
-from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, StoreError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
 from enrichctl.pipeline.calendar import SessionCalendar
@@ -67,6 +67,7 @@ from enrichctl.store.repo import Store
 log = get_logger("service")
 
 PAUSE_KEY = "pause"
+STOP_LIMIT_S = 10.0  # the longest a graceful stop spends recording itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +335,15 @@ async def _work(
     try:
         await runner.run(run_id)
     except asyncio.CancelledError:
-        await asyncio.shield(_stop(settings, store, run_id, joined.worker, snapshot, report, lease_ms))
+        # Record the stop, but never let the bookkeeping hold up a stop (systemd's timeout):
+        # if it cannot finish, the next run finds the lease dead and marks the run abandoned.
+        try:
+            await asyncio.shield(asyncio.wait_for(
+                _stop(settings, store, run_id, joined.worker, snapshot, report, lease_ms), STOP_LIMIT_S
+            ))
+        except (TimeoutError, StoreError) as exc:
+            log_event(log, logging.ERROR, "enrichment_stop_unrecorded", run_id=run_id,
+                      error=getattr(exc, "message", type(exc).__name__))
         raise
     finally:
         beat.cancel()

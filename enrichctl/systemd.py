@@ -9,6 +9,7 @@ calendar`` (the timer's own parser) and return None when it is not installed.
 from __future__ import annotations
 
 import calendar
+import functools
 import ipaddress
 import os
 import re
@@ -431,9 +432,10 @@ def next_elapse(on_calendar: str, now_ms: int | None = None) -> int | None:
     return elapse
 
 
+@functools.lru_cache(maxsize=32)
 def calendar_check(expr: str) -> str | None:
     """Why ``expr`` is not a valid ``OnCalendar=`` expression, or None (valid, or unknown
-    because ``systemd-analyze`` is not installed)."""
+    because ``systemd-analyze`` is not installed). Cached: validation may ask on every load."""
     if not expr.strip():
         return "the calendar expression is empty"
     result = _analyze(["calendar", expr])

@@ -7,6 +7,8 @@ transaction, so a crash leaves either all of them or none.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Iterable
@@ -93,8 +95,36 @@ class SeriesWrite:
     requested_from: int | None = None  # the start asked of the provider for a new/full fetch
 
 
+def _to_completion(method):
+    """Run a store operation to its end even when the caller is cancelled, then re-raise.
+
+    Cancelling an aiosqlite call halfway leaves the write lock held or a SQLite transaction
+    open, and the stop that cancelled it (SIGTERM) then hangs on its own bookkeeping. Each
+    operation takes milliseconds, so finishing it keeps stops prompt."""
+
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    return wrapper
+
+
 class Store:
-    """Open with ``await Store.open(url, indicator_columns)``; close with ``await store.close()``."""
+    """Open with ``await Store.open(url, indicator_columns)``; close with ``await store.close()``.
+
+    Every public operation runs to completion once started (see ``_to_completion``)."""
 
     def __init__(self, engine: AsyncEngine, indicator_columns: tuple[str, ...]) -> None:
         self.engine = engine
@@ -592,6 +622,11 @@ class Store:
                 queries.control_put(self.dialect),
                 {"key": f"pause:{limiter}", "value": json.dumps({"until": until}), "updated_at": now},
             )
+
+
+for _name, _member in list(vars(Store).items()):
+    if inspect.iscoroutinefunction(_member) and not _name.startswith("_") and _name != "open":
+        setattr(Store, _name, _to_completion(_member))
 
 
 def _request_rows(run_id: int | None, records: list[RequestRecord]) -> list[dict[str, Any]]:

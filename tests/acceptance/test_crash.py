@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,11 +149,9 @@ def test_kill_9_then_run_again_gives_the_database_of_an_uninterrupted_run(
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
 
-    # At once, not after the lease's 60 s: the holder's process on this host is gone.
-    started = time.monotonic()
+    # At once, not after the lease's 60 s (a live lease would exit 75): its holder's process is gone.
     again = ws(*RUN)
     assert again.code == 0, again
-    assert time.monotonic() - started < 30
 
     _assert_same_data(_dump(ws.db_path), uninterrupted)
     runs = ws.query("SELECT status FROM runs ORDER BY id")

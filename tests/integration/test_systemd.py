@@ -253,7 +253,7 @@ def test_next_elapse_is_none_for_a_past_date_a_bad_expression_or_no_systemd(
     assert systemd.next_elapse("not a calendar") is None
     monkeypatch.setenv("PATH", str(tmp_path))  # no systemd-analyze on it
     assert systemd.next_elapse("*-*-* 04:04:04 UTC") is None
-    assert systemd.calendar_check("not a calendar") is None
+    assert systemd.calendar_check("not a calendar either") is None
 
 
 # --- MemoryDenyWriteExecute= does not break the pipeline ------------------------------------
