@@ -151,12 +151,12 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
             "stale": sum(s["stale"] for s in symbols),
         },
         "processing_symbols": symbols,
-        "workers": await _workers(store, active or finished, now),
+        "workers": await _workers(store, active or finished, now, settings.worker_lease_seconds * 1000),
         "resilience": resilience,
     }
 
 
-async def _workers(store: Store, run: RunRow | None, now: int) -> list[dict[str, Any]]:
+async def _workers(store: Store, run: RunRow | None, now: int, lease_ms: float) -> list[dict[str, Any]]:
     """The workers of the active (or last) run: host, pid, jobs done, last heartbeat."""
     if run is None:
         return []
@@ -171,7 +171,8 @@ async def _workers(store: Store, run: RunRow | None, now: int) -> list[dict[str,
             "last_heartbeat": ms_to_iso(w.heartbeat_at),
             "heartbeat_age_s": round((now - w.heartbeat_at) / 1000, 1),
             "finished_at": ms_to_iso(w.finished_at),
-            "active": w.finished_at is None,
+            # A killed worker never writes finished_at: its silence says it is gone.
+            "active": w.finished_at is None and now - w.heartbeat_at < lease_ms,
         }
         for w in await store.workers_of_run(run.id)
     ]

@@ -242,9 +242,9 @@ def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
     registry = ResilienceRegistry()
     rate = settings.polygon.requests_per_minute
     if settings.provider == "polygon" and rate > 0 and store.dialect == "postgresql":
-        from enrichctl.providers.polygon import RATE_WINDOW_MARGIN
+        from enrichctl.providers.polygon import rate_window_with_margin
 
-        interval = settings.polygon.rate_window_seconds * (1 + RATE_WINDOW_MARGIN)
+        interval = rate_window_with_margin(settings.polygon.rate_window_seconds)
         local = RateLimiter("polygon", registry.clock, rate=rate, interval=interval,
                             retry_after_cap=settings.resilience.retry_after_cap)
         registry.add_rate_limiter(

@@ -44,17 +44,7 @@ def worker_id() -> str:
 def holder_alive(lease: LeaseRow, now: int) -> bool:
     """A live lease: not expired, and when its last holder is on this host, its process exists
     (a killed process is dead now, not at expiry; on another host only the expiry can tell)."""
-    if lease.expires_at < now:
-        return False
-    if lease.host != socket.gethostname():
-        return True
-    try:
-        os.kill(lease.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+    return lease.expires_at >= now and _process_alive(lease.host, lease.pid)
 
 
 async def run_start_or_join(
@@ -64,7 +54,9 @@ async def run_start_or_join(
     run as another worker), "only" (``run --worker``: join, or None when nothing is active)."""
     lease = await store.lease_get()
     now = now_ms()
-    live = lease is not None and holder_alive(lease, now)
+    live = lease is not None and (
+        holder_alive(lease, now) or await _workers_alive(store, lease.run_id, now, ttl_ms)
+    )
     if live:
         assert lease is not None
         if join in ("allowed", "only"):
@@ -98,6 +90,27 @@ async def run_start_or_join(
                                error=f"lost the lease to run {holder.run_id}")
         raise RunActive(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
     return Joined(run_id, True, worker_id())
+
+
+async def _workers_alive(store: Store, run_id: int, now: int, ttl_ms: int) -> bool:
+    """Another worker of the run still beats: the run lives on even if the lease's last renewer
+    died (the lease names whoever renewed it last)."""
+    return any(
+        w.finished_at is None and now - w.heartbeat_at < ttl_ms and _process_alive(w.host, w.pid)
+        for w in await store.workers_of_run(run_id)
+    )
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def heartbeat(

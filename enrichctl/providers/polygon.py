@@ -48,6 +48,14 @@ OK_STATUSES = frozenset({"OK", "DELAYED"})
 # (a full bulkhead, a new TLS connection) must not land in the next window: widen it by 2 % (1.2 s
 # of a minute, far more than a connection takes, for 2 % of the quota).
 RATE_WINDOW_MARGIN = 0.02
+# ... and never by less than this: with a short window 2 % is less than a busy host's delay
+# between admitting a request and the request arriving.
+RATE_WINDOW_MARGIN_FLOOR_S = 0.25
+
+
+def rate_window_with_margin(window_s: float, margin: float = RATE_WINDOW_MARGIN) -> float:
+    """The window the limiter enforces for a plan that counts ``window_s``."""
+    return window_s + max(window_s * margin, RATE_WINDOW_MARGIN_FLOOR_S)
 MAX_PAGES = 100_000  # a next_url that never ends is a provider bug, not a reason to loop forever
 SERVER_TEXT_MAX = 200
 USER_AGENT = "enrichctl/0.1"
@@ -102,7 +110,7 @@ class PolygonProvider:
         if self._registry.rate_limiter(NAME) is None:
             self._registry.register_rate_limiter(
                 NAME, rate=settings.requests_per_minute,
-                interval=rate_interval * (1 + rate_margin),
+                interval=rate_window_with_margin(rate_interval, rate_margin),
                 retry_after_cap=resilience.retry_after_cap,
             )
         self._caller = ResilientCaller.from_settings(

@@ -162,10 +162,7 @@ class Coordination:
         async with self._write() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": limiter})
-                now = int((await conn.execute(sa.text(
-                    "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint"))).scalar_one())
-            else:
-                now = now_ms()
+            now = await self._clock_ms(conn)
             await conn.execute(queries.rate_prune(limiter, now - interval_ms))
             paused = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
             if paused is not None and (until := json.loads(paused.value)["until"]) > now:
@@ -176,11 +173,18 @@ class Coordination:
                 return 0
             return max(int(oldest) + interval_ms - now, 1)
 
+    async def _clock_ms(self, conn: AsyncConnection) -> int:
+        """The database's clock on PostgreSQL (one clock for every host), ours on SQLite."""
+        if self.dialect != "postgresql":
+            return now_ms()
+        return int((await conn.execute(sa.text(
+            "SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint"))).scalar_one())
+
     async def rate_pause(self, limiter: str, pause_ms: int) -> None:
         """Hold every worker's admissions for ``pause_ms`` (a 429's Retry-After); never shortens
         a pause already in force."""
         async with self._write() as conn:
-            now = now_ms()
+            now = await self._clock_ms(conn)
             current = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
             until = max(now + pause_ms, json.loads(current.value)["until"] if current else 0)
             await conn.execute(

@@ -24,12 +24,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from enrichctl import service
-from enrichctl.domain import BAR_FIELDS, Bars, Series, now_ms
+from enrichctl.domain import BAR_FIELDS, Bars, Series
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
-from enrichctl.pipeline.plan import plan_build, universe_select
-from enrichctl.pipeline.task import TaskContext
-from enrichctl.providers.base import Provider, RequestRecord, RequestSink
+from enrichctl.providers.base import Provider, RequestSink
 from enrichctl.settings import Settings
 from enrichctl.store.tables import INDICATOR_KEY
 
