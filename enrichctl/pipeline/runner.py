@@ -12,6 +12,7 @@ pending -> running -> succeeded | failed | retrying (-> running ...).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -87,6 +88,8 @@ JobPlanner = Callable[[Instrument, int], Awaitable[JobPlan]]
 
 # How often an idle slot looks again for work while other workers still hold jobs.
 IDLE_POLL_S = 1.0
+# Consecutive database failures of a slot's bookkeeping before the run gives up.
+STORE_RETRIES = 5
 
 
 class Runner:
@@ -123,21 +126,47 @@ class Runner:
         return self.results
 
     async def _slot(self, run_id: int) -> None:
-        store = self.ctx.store
+        failures = 0
+        holding: list[int] = []  # the job this slot works on, if any
         while self.abort is None:
-            job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
-            if job is None:
-                # Our own unfinished jobs finish in the other slots; only jobs other workers
-                # hold are worth waiting for (their claims may lapse and become ours).
-                if await store.jobs_unfinished_elsewhere(run_id, self.worker) == 0:
+            try:
+                if not await self._claim_and_work(run_id, holding):
                     return
-                await asyncio.sleep(IDLE_POLL_S)
-                continue
-            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
-            result = await self._job(job.id, job.attempts, plan)
-            if result is not None:
-                self.results.append(result)
-                self.progress("job_done", {"result": result})
+                failures = 0
+            except StoreError as exc:
+                # A dropped connection or a busy database: its bookkeeping failed, not the job's
+                # data (that commits atomically). Back off and go on; a job left claimed by us
+                # is handed back so that this or another worker redoes it.
+                failures += 1
+                log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
+                          attempt=failures, error=exc.message)
+                if failures > STORE_RETRIES:
+                    raise
+                await asyncio.sleep(min(0.5 * 2 ** failures, 10.0))
+                if holding:
+                    with contextlib.suppress(StoreError):
+                        await self.ctx.store.job_release(holding[0], self.worker)
+                        holding.clear()
+
+    async def _claim_and_work(self, run_id: int, holding: list[int]) -> bool:
+        """Claim and work one job; False when there is nothing left for this worker."""
+        store = self.ctx.store
+        job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
+        if job is None:
+            # Our own unfinished jobs finish in the other slots; only jobs other workers
+            # hold are worth waiting for (their claims may lapse and become ours).
+            if await store.jobs_unfinished_elsewhere(run_id, self.worker) == 0:
+                return False
+            await asyncio.sleep(IDLE_POLL_S)
+            return True
+        holding[:] = [job.id]
+        plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
+        result = await self._job(job.id, job.attempts, plan)
+        holding.clear()
+        if result is not None:
+            self.results.append(result)
+            self.progress("job_done", {"result": result})
+        return True
 
     async def _renew(self) -> None:
         while True:

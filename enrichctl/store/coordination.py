@@ -114,6 +114,10 @@ class Coordination:
         async with self._write() as conn:
             await conn.execute(queries.jobs_release(worker, now_ms()))
 
+    async def job_release(self, job_id: int, worker: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(queries.job_release(job_id, worker, now_ms()))
+
     async def jobs_fail_pending(self, run_id: int, error: str) -> None:
         async with self._write() as conn:
             await conn.execute(queries.jobs_fail_pending(run_id, now_ms(), error))

@@ -234,6 +234,15 @@ def jobs_release(worker: str, now: int):
     )
 
 
+def job_release(job_id: int, worker: str, now: int):
+    """Give one job back (its worker could not record its outcome)."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
+        .values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
+    )
+
+
 def jobs_fail_pending(run_id: int, now: int, error: str):
     return (
         sa.update(jobs)
