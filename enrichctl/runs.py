@@ -33,7 +33,7 @@ from enrichctl.domain import (
     ms_to_iso,
     now_ms,
 )
-from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, StoreError
+from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, StoreError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
 from enrichctl.pipeline.calendar import SessionCalendar
@@ -291,48 +291,56 @@ async def _work(
         report.finished_at = now_ms()
         return
     run_id = report.run_id = joined.run_id
-    spec = _RunSpec.of(options, settings, frozenset())
-    up_to_date: list[JobResult] = []
-    if joined.created:
-        up_to_date = [
-            JobResult(j.instrument.symbol, JobStatus.SUCCEEDED, 1, up_to_date=len(j.tasks))
-            for j in plan.jobs
-            if all(t.mode is Mode.UP_TO_DATE and not t.recompute_indicators for t in j.tasks)
-        ]
-        await store.jobs_create(run_id, [j.instrument for j in plan.jobs],
-                                frozenset(r.symbol for r in up_to_date))
-        await _ping(settings, "start")
-        if plan.grouped_days:
-            grouped = plan.grouped_series
-            cache = await grouped_prefetch(ctx.provider, plan.grouped_days, grouped)
-            ctx = replace(ctx, provider=GroupedCache(ctx.provider, cache, grouped))
-            spec = _RunSpec.of(options, settings, grouped)
-        spec.planned.update({j.instrument.symbol: j for j in plan.jobs})
-    else:
-        plan, ctx, spec = await _follow(settings, ctx, run_id)
-        report.plan = plan
-        report.message = f"joined run {run_id} as worker {joined.worker}"
-    ctx = TaskContext(ctx.store, ctx.provider, ctx.calendar, ctx.indicators, ctx.quality, run_id, ctx.now)
+    # From here on the run exists: register and beat at once (a long prefetch must not let the
+    # lease lapse), and whatever happens, leave it recorded (closed, cancelled or handed back).
     await store.worker_register(joined.worker, run_id, socket.gethostname(), os.getpid())
-    log_event(log, logging.INFO, "enrichment_started", run_id=run_id, trigger=options.trigger.value,
-              provider=ctx.provider.name, jobs=len(plan.jobs), series=len(plan.tasks),
-              requests_planned=plan.requests, worker=joined.worker, joined=not joined.created)
-    if progress:
-        progress("plan", {"plan": plan, "run_id": run_id})
-        for result in up_to_date:
-            progress("job_done", {"result": result})
-    runner = Runner(
-        ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
-                          settings.retry_delay_seconds, lease_ms),
-        joined.worker, lambda instrument, attempts: _plan_one(settings, ctx, spec, instrument, attempts),
-        records, progress,
-    )
-    beat = asyncio.create_task(
-        lifecycle.heartbeat(store, run_id, joined.worker, lambda: len(runner.results), lease_ms)
-    )
+    runner: Runner | None = None
+    up_to_date: list[JobResult] = []
+    beat = asyncio.create_task(lifecycle.heartbeat(
+        store, run_id, joined.worker, lambda: len(runner.results) if runner else 0, lease_ms
+    ))
     snapshot = getattr(ctx.provider, "resilience_status", None)
     try:
+        spec = _RunSpec.of(options, settings, frozenset())
+        if joined.created:
+            up_to_date = [
+                JobResult(j.instrument.symbol, JobStatus.SUCCEEDED, 1, up_to_date=len(j.tasks))
+                for j in plan.jobs
+                if all(t.mode is Mode.UP_TO_DATE and not t.recompute_indicators for t in j.tasks)
+            ]
+            await store.jobs_create(run_id, [j.instrument for j in plan.jobs],
+                                    frozenset(r.symbol for r in up_to_date))
+            await _ping(settings, "start")
+            if plan.grouped_days:
+                grouped = plan.grouped_series
+                cache = await grouped_prefetch(ctx.provider, plan.grouped_days, grouped)
+                ctx = replace(ctx, provider=GroupedCache(ctx.provider, cache, grouped))
+                spec = _RunSpec.of(options, settings, grouped)
+            spec.planned.update({j.instrument.symbol: j for j in plan.jobs})
+        else:
+            plan, ctx, spec = await _follow(settings, ctx, run_id)
+            report.plan = plan
+            report.message = f"joined run {run_id} as worker {joined.worker}"
+        ctx = replace(ctx, run_id=run_id)
+        log_event(log, logging.INFO, "enrichment_started", run_id=run_id,
+                  trigger=options.trigger.value, provider=ctx.provider.name, jobs=len(plan.jobs),
+                  series=len(plan.tasks), requests_planned=plan.requests, worker=joined.worker,
+                  joined=not joined.created)
+        if progress:
+            progress("plan", {"plan": plan, "run_id": run_id})
+            for result in up_to_date:
+                progress("job_done", {"result": result})
+        runner = Runner(
+            ctx, RunnerConfig(settings.max_concurrent_symbols, settings.max_retries,
+                              settings.retry_delay_seconds, lease_ms),
+            joined.worker,
+            lambda instrument, attempts: _plan_one(settings, ctx, spec, instrument, attempts),
+            records, progress,
+        )
         await runner.run(run_id)
+    except ConfigError as exc:  # e.g. the key refused while prefetching: nothing can proceed
+        report.error, report.aborted = exc.message, True
+        await store.jobs_fail_pending(run_id, exc.message)
     except asyncio.CancelledError:
         # Record the stop, but never let the bookkeeping hold up a stop (systemd's timeout):
         # if it cannot finish, the next run finds the lease dead and marks the run abandoned.
@@ -348,10 +356,12 @@ async def _work(
         beat.cancel()
         with suppress(asyncio.CancelledError):
             await beat
-        await asyncio.shield(store.worker_update(
-            joined.worker, finished_at=now_ms(), heartbeat_at=now_ms(), jobs_done=len(runner.results)))
-    report.jobs = up_to_date + runner.results
-    if runner.abort is not None:
+        with suppress(StoreError):
+            await asyncio.shield(store.worker_update(
+                joined.worker, finished_at=now_ms(), heartbeat_at=now_ms(),
+                jobs_done=len(runner.results) if runner else 0))
+    report.jobs = up_to_date + (runner.results if runner else [])
+    if runner is not None and runner.abort is not None:
         report.error = runner.abort.message
         report.aborted = True
 

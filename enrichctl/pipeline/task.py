@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
+from enrichctl.errors import PermanentProviderError
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
@@ -66,14 +67,25 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
     issues: list[QualityIssue] = []
     replace = plan.mode in (Mode.NEW, Mode.FULL)
     readjusted = False
+    recompute = plan.recompute_indicators
     watermark = plan.watermark
+    late = Bars.empty()
 
     if plan.mode is Mode.INCREMENTAL:
         assert watermark is not None
         # Grouped-daily volume may be counted differently from the series endpoint's: compare
         # prices only there (a split or dividend moves prices anyway).
         fields = PRICE_FIELDS if plan.source == "grouped" else PRICE_FIELDS + ("volume",)
-        changed = await _overlap_changed(ctx.store, series, fetched, plan.start, watermark, fields)
+        changed, late = await _overlap_check(ctx.store, series, fetched, plan.start, watermark, fields)
+        if changed is None and len(late):
+            # Bars the provider published after later ones were stored: fill the holes, and
+            # since every later indicator value depends on them, recompute the whole series.
+            recompute = True
+            issues.append(QualityIssue(
+                IssueKind.GAP, Severity.WARNING,
+                f"{len(late)} bar(s) arrived late and were filled in, the first of "
+                f"{ms_to_iso(int(late.ts[0]))}; indicators recomputed", int(late.ts[0]),
+            ))
         if changed is not None:
             # A split or dividend re-adjusted the past: the stored history is wrong as a whole.
             readjusted, replace = True, True
@@ -90,18 +102,22 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
                              plan.end, ctx.calendar, ctx.quality, context=None)
     else:
         assert watermark is not None
-        # Overlap bars were verified equal above; only bars after the watermark are new.
-        new_or_stray = fetched.take((fetched.ts > watermark) | (fetched.ts < plan.start))
+        # Overlap bars were verified equal above; bars after the watermark (and late ones that
+        # fill a hole) are new; bars before the asked start are strays the check records.
+        keep = (fetched.ts > watermark) | (fetched.ts < plan.start) | np.isin(fetched.ts, late.ts)
         context = await ctx.store.bars_tail(series, max(ctx.indicators.warmup, CONTEXT_BARS))
-        result = check_batch(series, new_or_stray, watermark + 1, plan.end, ctx.calendar,
-                             ctx.quality, context=context)
+        result = check_batch(series, fetched.take(keep), watermark + 1 if not len(late) else plan.start,
+                             plan.end, ctx.calendar, ctx.quality, context=context)
     issues.extend(result.issues)
     new_bars = result.bars
+    if replace and watermark is not None:
+        await _refetch_covers(ctx.store, series, new_bars, watermark)
 
     compute_started = time.perf_counter()
     periods = series.timeframe.periods_per_year(series.asset_class)
-    if replace or plan.recompute_indicators:
-        full = new_bars if replace else Bars.concat([await ctx.store.bars_range(series), new_bars])
+    if replace or recompute:
+        # New bars never share a timestamp with stored ones; late ones sort into the middle.
+        full = new_bars if replace else Bars.concat([await ctx.store.bars_range(series), new_bars]).sorted()
         values = ctx.indicators.compute(full, periods)
         indicator_ts = full.ts
     else:
@@ -113,7 +129,7 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
     compute_ms = (time.perf_counter() - compute_started) * 1000
     indicator_values = int(sum(np.count_nonzero(~np.isnan(v)) for v in values.values()))
 
-    new_watermark = int(new_bars.ts[-1]) if len(new_bars) else watermark
+    new_watermark = max(int(new_bars.ts[-1]), watermark or 0) if len(new_bars) else watermark
     stale = check_stale(series, new_watermark, ctx.now, ctx.calendar, ctx.quality)
     if stale is not None:
         issues.append(stale)
@@ -153,23 +169,24 @@ async def _recompute_only(
     return TaskOutcome(0, 0, indicator_values, 0.0, compute_ms, 0, False, watermark), write
 
 
-async def _overlap_changed(
+async def _overlap_check(
     store: Store, series: Series, fetched: Bars, start: int, watermark: int,
     fields: tuple[str, ...],
-) -> str | None:
-    """Compare re-read bars with the stored ones; a description of the first difference."""
+) -> tuple[str | None, Bars]:
+    """Compare re-read bars with the stored ones: a description of the first difference (the
+    past was re-adjusted), and the re-read bars that were never stored (published late)."""
     stored = await store.bars_range(series, start, watermark)
     again = fetched.take((fetched.ts >= start) & (fetched.ts <= watermark))
     if len(again) == 0:
-        return None  # the provider sent nothing for the overlap: nothing to compare
+        return None, Bars.empty()  # the provider sent nothing for the overlap: nothing to compare
     # The last duplicate wins, as in the quality check.
     _, last_index = np.unique(again.ts[::-1], return_index=True)
     again = again.take(len(again) - 1 - last_index)
-    if not np.array_equal(stored.ts, again.ts):
-        missing = np.setdiff1d(stored.ts, again.ts)
-        if len(missing):
-            return f"the provider no longer has the stored bar of {ms_to_iso(int(missing[0]))}"
-        return None  # the provider now has an extra bar we lacked: it is just new data
+    missing = np.setdiff1d(stored.ts, again.ts)
+    if len(missing):
+        return f"the provider no longer has the stored bar of {ms_to_iso(int(missing[0]))}", Bars.empty()
+    common = np.isin(again.ts, stored.ts)
+    late, again = again.take(~common), again.take(common)
     for name in fields:
         a, b = getattr(stored, name), getattr(again, name)
         same = np.isclose(a, b, rtol=SAME_VALUE_RTOL, atol=0.0, equal_nan=True)
@@ -178,8 +195,23 @@ async def _overlap_changed(
             return (
                 f"history re-adjusted: stored {name} {a[i]:g} of {ms_to_iso(int(stored.ts[i]))} "
                 f"is now {b[i]:g}; refetched the whole series"
-            )
-    return None
+            ), Bars.empty()
+    return None, late
+
+
+async def _refetch_covers(store: Store, series: Series, bars: Bars, watermark: int) -> None:
+    """A refetch replaces the stored series only when it covers it: the provider's history may
+    be shorter than ours (plan limits) or come back empty; then keep what is stored."""
+    row = await store.series_get(series)
+    first = row.first_ts if row is not None else None
+    if first is None:
+        return
+    if not len(bars) or int(bars.ts[0]) > first or int(bars.ts[-1]) < watermark:
+        got = f"{ms_to_iso(int(bars.ts[0]))} to {ms_to_iso(int(bars.ts[-1]))}" if len(bars) else "no bars"
+        raise PermanentProviderError(
+            f"refetch returned {got} but bars are stored from {ms_to_iso(first)} to "
+            f"{ms_to_iso(watermark)}: kept the stored series (the provider may keep less history than is stored)"
+        )
 
 
 def _first_ts(bars: Bars) -> int | None:
