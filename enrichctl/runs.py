@@ -48,7 +48,13 @@ from enrichctl.pipeline.plan import (
     universe_select,
 )
 from enrichctl.pipeline.quota import SharedRateLimiter
-from enrichctl.pipeline.runner import JobResult, ProgressHook, Runner, RunnerConfig
+from enrichctl.pipeline.runner import (
+    JobResult,
+    ProgressHook,
+    Runner,
+    RunnerConfig,
+    request_sink,
+)
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
     Provider,
@@ -190,10 +196,12 @@ async def run(
     try:
         async with store_open(settings) as store:
             if provider_factory is not None:
-                provider = provider_factory(calendar, records.append, clock)
+                provider = provider_factory(calendar, request_sink(records), clock)
             else:
                 registry = _registry_for(settings, store)
-                provider = provider_create(settings, calendar, records.append, clock=clock, registry=registry)
+                provider = provider_create(
+                    settings, calendar, request_sink(records), clock=clock, registry=registry
+                )
             report = RunReport("running", provider.name, provider.synthetic, started_at=started_at)
             try:
                 if options.trigger is Trigger.TIMER and not options.force and not options.dry_run:
@@ -237,11 +245,12 @@ def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory | None:
 
 
 def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
-    """The run's resilience components. On PostgreSQL, where workers on several hosts share one
-    provider key, the provider's limiter keeps its window in the database."""
+    """The run's resilience components. The provider's limiter keeps its window in the database:
+    the quota belongs to the key, and every process using it (consecutive runs, `serve`
+    triggers, workers on other hosts) must count against the same window."""
     registry = ResilienceRegistry()
     rate = settings.polygon.requests_per_minute
-    if settings.provider == "polygon" and rate > 0 and store.dialect == "postgresql":
+    if settings.provider == "polygon" and rate > 0:
         from enrichctl.providers.polygon import rate_window_with_margin
 
         interval = rate_window_with_margin(settings.polygon.rate_window_seconds)

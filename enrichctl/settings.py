@@ -321,6 +321,11 @@ def settings_redacted(settings: Settings) -> dict[str, Any]:
     """Settings as a JSON-able dict with every secret replaced by '***' (or null when unset)."""
     data = settings.model_dump(mode="json")
     data["database_url"] = redact_url(settings.database_url_resolved())
+    if settings.notify.ping_url:  # a healthchecks URL carries its secret in the path
+        from yarl import URL
+
+        ping = URL(settings.notify.ping_url)
+        data["notify"]["ping_url"] = f"{ping.scheme}://{ping.host}/***"
     return data
 
 

@@ -95,6 +95,8 @@ _ERROR_STATUS: tuple[tuple[type[EnrichError], int, str, bool], ...] = (
     (RunActive, 409, "run_active", True),
     (TemporaryError, 503, "temporarily_unavailable", True),
     (StoreError, 503, "store_unavailable", False),
+    # The server's own configuration (e.g. no provider key): not the client's fault.
+    (ConfigError, 503, "config_error", True),
 )
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,22 @@ class RunAborted(Exception):
     def __init__(self, error: ConfigError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+# The provider calls of the task running in this asyncio task (each slot is one): a task commits
+# exactly its own calls with its data, whatever the other slots do meanwhile.
+_TASK_REQUESTS: ContextVar[list[RequestRecord] | None] = ContextVar("task_requests", default=None)
+
+
+def request_sink(outside_tasks: list[RequestRecord]) -> Callable[[RequestRecord], None]:
+    """The sink to give the provider: calls made inside a task go to that task, others (the
+    grouped-daily prefetch) to ``outside_tasks``, committed with the next task."""
+
+    def sink(record: RequestRecord) -> None:
+        mine = _TASK_REQUESTS.get()
+        (mine if mine is not None else outside_tasks).append(record)
+
+    return sink
 
 
 # (instrument, attempts the job already had) -> its plan
@@ -255,16 +272,20 @@ class Runner:
             "range_end": plan.end if plan.start is not None else None,
             "full_refresh": plan.mode in (Mode.FULL, Mode.NEW), "started_at": now_ms(),
         }
+        mine: list[RequestRecord] = []
+        token = _TASK_REQUESTS.set(mine)
         try:
             outcome, write = await series_update(self.ctx, plan)
         except EnrichError as exc:
             failed = {**row, "status": JobStatus.FAILED.value, "finished_at": now_ms(),
                       "error": exc.message, "bars_fetched": 0, "bars_written": 0,
                       "indicator_values": 0}
-            await store.task_record(failed, self._drain_requests())
+            await store.task_record(failed, mine + self._drain_requests())
             await store.series_touch(series, self.ctx.provider.name, self.ctx.provider.synthetic,
                                      last_attempt_at=now_ms(), last_error=exc.message)
             raise
+        finally:
+            _TASK_REQUESTS.reset(token)
         row.update(
             status=JobStatus.SUCCEEDED.value, finished_at=now_ms(),
             bars_fetched=outcome.bars_fetched, bars_written=outcome.bars_written,
@@ -272,14 +293,16 @@ class Runner:
             compute_ms=outcome.compute_ms, compute_ok=None if outcome.compute_ms is None else True,
         )
         # The task's record and the provider calls it made commit with its data, or alone.
+        requests = mine + self._drain_requests()
         if write is not None:
-            await store.series_commit(write, task=row, requests=self._drain_requests())
+            await store.series_commit(write, task=row, requests=requests)
         else:
-            await store.task_record(row, self._drain_requests())
+            await store.task_record(row, requests)
         self.progress("task_done", {"series": str(series), "outcome": outcome})
         return outcome
 
     def _drain_requests(self) -> list[RequestRecord]:
+        """Calls made outside any task (the grouped prefetch), committed with the next task."""
         batch, self.requests[:] = list(self.requests), []
         return batch
 

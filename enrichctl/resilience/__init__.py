@@ -1,4 +1,4 @@
-"""Resilience for provider calls: retry -> circuit breaker -> rate limiter -> bulkhead -> HTTP.
+"""Resilience for provider calls: retry -> circuit breaker -> bulkhead -> rate limiter -> HTTP.
 
 Hand-rolled state machines on an injected ``Clock``; they do no I/O of their own.
 """

@@ -1,4 +1,4 @@
-"""The stack one provider's calls go through: retry -> breaker -> limiter -> bulkhead -> fn.
+"""The stack one provider's calls go through: retry -> breaker -> bulkhead -> limiter -> fn.
 
 Every attempt passes every layer, so a retry waits for the limiter like any other call; an open
 breaker ends the retries at once (``CircuitOpen`` is not retryable); a 429 pauses the shared limiter
@@ -103,8 +103,11 @@ class ResilientCaller:
         """
 
         async def admitted() -> T:
-            await self.limiter.acquire()
+            # The slot first, then the quota, right before sending: a request admitted by the
+            # limiter and then kept waiting for a slot would reach the provider later than the
+            # limiter counted it, possibly in the provider's next window.
             async with self.bulkhead.slot():
+                await self.limiter.acquire()
                 try:
                     return await fn()
                 except RetryableProviderError as exc:

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from enrichctl.domain import Bars, QualityIssue, Series, now_ms
-from enrichctl.errors import ConfigError, StoreError
+from enrichctl.errors import ConfigError, StoreError, TemporaryError
 from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries
 from enrichctl.store.coordination import Coordination
@@ -159,12 +159,14 @@ class Store(Coordination):
         store = cls(engine, columns)
         try:
             await store._prepare(columns)
-        except OperationalError as exc:
-            await engine.dispose()
-            raise ConfigError(f"cannot open the database {_public(async_url)}: {_short(exc)}") from None
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
-            raise ConfigError(f"cannot open the database {_public(async_url)}: {_short(exc)}") from None
+            message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
+            # A server that does not answer may come back (75); a SQLite file we cannot open, or
+            # a server that refuses our credentials or database name, needs a person (78).
+            if engine.dialect.name == "postgresql" and _unreachable(exc):
+                raise TemporaryError(message) from None
+            raise ConfigError(message) from None
         except BaseException:
             await engine.dispose()
             raise
@@ -271,6 +273,9 @@ class Store(Coordination):
         ind_names = tuple(write.indicators)
         ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
         async with self._write() as conn:
+            # Write first (it takes SQLite's write lock), then read the row this transaction
+            # will update: read-then-write could meet another process's writer in between.
+            await conn.execute(queries.series_update(s.symbol, s.timeframe.value, updated_at=now))
             previous = (await conn.execute(queries.series_one(s.symbol, s.timeframe.value))).first()
             if write.replace:
                 await conn.execute(queries.bars_delete(s.symbol, s.timeframe.value))
@@ -501,6 +506,19 @@ def _series_values(
         "last_checked_at": now,
         "updated_at": now,
     }
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The server could not be reached (refused, timed out, name unknown), as opposed to a
+    server that answered with an error."""
+    if isinstance(exc, OSError):
+        return True
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).lower()
+    return isinstance(orig, OSError) or any(
+        word in text for word in ("connect call failed", "connection refused", "timeout",
+                                  "could not connect", "name or service not known")
+    )
 
 
 def _public(url: str) -> str:

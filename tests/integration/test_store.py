@@ -23,7 +23,14 @@ from enrichctl.domain import (
     Trigger,
     now_ms,
 )
-from enrichctl.errors import EXIT_OK, EXIT_TEMPFAIL, ConfigError, RunActive, StoreError
+from enrichctl.errors import (
+    EXIT_OK,
+    EXIT_TEMPFAIL,
+    ConfigError,
+    RunActive,
+    StoreError,
+    TemporaryError,
+)
 from enrichctl.pipeline.calendar import utc_date_ms
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.service import RunOptions
@@ -126,9 +133,17 @@ def test_an_unsupported_database_url_is_a_configuration_error(url):
     assert caught.value.exit_code == 78
 
 
-async def test_an_unreachable_postgresql_is_a_configuration_error():
-    with pytest.raises(ConfigError, match="cannot open the database"):
+async def test_an_unreachable_postgresql_is_temporary_and_a_missing_database_is_configuration(
+    postgres_server,
+):
+    # Nobody answers: it may come back (exit 75). The server answers "no such database": a
+    # person must fix the URL (exit 78).
+    with pytest.raises(TemporaryError, match="cannot open the database") as unreachable:
         await Store.open("postgresql://nobody@127.0.0.1:1/nothing")
+    assert unreachable.value.exit_code == 75 and not isinstance(unreachable.value, ConfigError)
+    missing = postgres_server.admin_url.set(drivername="postgresql", database="enrichctl_no_such_db")
+    with pytest.raises(ConfigError, match="does not exist"):
+        await Store.open(missing.render_as_string(hide_password=False))
 
 
 async def test_an_sqlite_path_that_cannot_be_created_is_a_configuration_error(tmp_path: Path):
