@@ -154,11 +154,11 @@ class RunReport:
 
 
 @asynccontextmanager
-async def store_open(settings: Settings) -> AsyncIterator[Store]:
+async def store_open(settings: Settings, *, migrate: bool = True) -> AsyncIterator[Store]:
     indicators = IndicatorSet(settings.indicators)
     store = await Store.open(
         settings.database_url_resolved(), indicators.columns,
-        pool_size=settings.max_concurrent_symbols + 2,
+        pool_size=settings.max_concurrent_symbols + 2, migrate=migrate,
     )
     try:
         yield store
@@ -190,8 +190,10 @@ async def run(
     clock = (lambda: as_of) if as_of is not None else now_ms
     started_at = now_ms()
     market_now = as_of if as_of is not None else started_at
-    scratch = _scratch_for_plan(settings) if options.dry_run else None
-    if scratch is not None:  # --dry-run changes nothing: not even by creating the database
+    # --dry-run changes nothing: not by creating a database, not by migrating one. A database
+    # that does not exist or is not at the current schema is planned as an empty one.
+    scratch = await _scratch_for_plan(settings) if options.dry_run else None
+    if scratch is not None:
         settings = settings.model_copy(update={"database_url": f"sqlite:///{scratch.name}/plan.db"})
     try:
         async with store_open(settings) as store:
@@ -236,12 +238,17 @@ async def _ping(settings: Settings, phase: str) -> None:
         await notify.ping(settings.notify, phase)  # type: ignore[arg-type]
 
 
-def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory | None:
-    """A throwaway directory when the configured SQLite file does not exist yet."""
+async def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory | None:
+    """A throwaway directory to plan in when the configured database would have to be created
+    or migrated first."""
     url = make_url(settings.database_url_resolved())
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+    if url.get_backend_name() == "sqlite" and (not url.database or url.database == ":memory:"):
         return None
-    return None if Path(url.database).exists() else tempfile.TemporaryDirectory(prefix="enrichctl-plan-")
+    if url.get_backend_name() != "sqlite" or Path(url.database).exists():
+        async with store_open(settings, migrate=False) as store:
+            if store.schema_current:
+                return None
+    return tempfile.TemporaryDirectory(prefix="enrichctl-plan-")
 
 
 def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
@@ -377,14 +384,28 @@ async def _work(
     async def closed(status: RunStatus) -> None:
         await _ping(settings, "success" if status is RunStatus.SUCCEEDED else "fail")
 
-    final = await lifecycle.run_close_if_done(
+    final = await _with_store_retries(lambda: lifecycle.run_close_if_done(
         store, run_id, error=report.error, resilience=snapshot() if callable(snapshot) else None,
         retention_ms=settings.requests_retention_days * 86_400_000, on_closed=closed,
-    )
+    ), run_id)
     report.status = final.value if final is not None else RunStatus.RUNNING.value
     report.finished_at = now_ms()
-    report.requests = await store.requests_count_for_run(run_id)
-    await _fill_other_workers_jobs(store, run_id, report)
+    report.requests = await _with_store_retries(lambda: store.requests_count_for_run(run_id), run_id)
+    await _with_store_retries(lambda: _fill_other_workers_jobs(store, run_id, report), run_id)
+
+
+async def _with_store_retries(operation, run_id: int, attempts: int = 5):
+    """Closing bookkeeping is safe to repeat (a run closes only while it is running): a dropped
+    connection must not leave a finished run open."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except StoreError as exc:
+            if attempt == attempts:
+                raise
+            log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
+                      attempt=attempt, error=exc.message)
+            await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
 
 
 async def _stop(

@@ -12,7 +12,6 @@ pending -> running -> succeeded | failed | retrying (-> running ...).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -105,6 +104,8 @@ JobPlanner = Callable[[Instrument, int], Awaitable[JobPlan]]
 
 # How often an idle slot looks again for work while other workers still hold jobs.
 IDLE_POLL_S = 1.0
+# A job this worker claimed but no slot works on, untouched this long, is an orphan to give back.
+ORPHAN_AFTER_MS = 3_000
 # Consecutive database failures of a slot's bookkeeping before the run gives up.
 STORE_RETRIES = 5
 
@@ -127,6 +128,7 @@ class Runner:
         self.progress = progress or (lambda _kind, _data: None)
         self.abort: ConfigError | None = None
         self.results: list[JobResult] = []
+        self._working: set[int] = set()  # ids of the jobs the slots are working on
 
     async def run(self, run_id: int) -> list[JobResult]:
         """Work until no job of the run is left to claim and none is held by a live worker."""
@@ -144,42 +146,51 @@ class Runner:
 
     async def _slot(self, run_id: int) -> None:
         failures = 0
-        holding: list[int] = []  # the job this slot works on, if any
         while self.abort is None:
             try:
-                if not await self._claim_and_work(run_id, holding):
+                if not await self._claim_and_work(run_id):
                     return
                 failures = 0
             except StoreError as exc:
                 # A dropped connection or a busy database: its bookkeeping failed, not the job's
-                # data (that commits atomically). Back off and go on; a job left claimed by us
-                # is handed back so that this or another worker redoes it.
+                # data (that commits atomically). Back off and go on; the job it held is handed
+                # back (now, or before the last slot leaves) so that a worker redoes it.
                 failures += 1
                 log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
                           attempt=failures, error=exc.message)
                 if failures > STORE_RETRIES:
                     raise
                 await asyncio.sleep(min(0.5 * 2 ** failures, 10.0))
-                if holding:
-                    with contextlib.suppress(StoreError):
-                        await self.ctx.store.job_release(holding[0], self.worker)
-                        holding.clear()
 
-    async def _claim_and_work(self, run_id: int, holding: list[int]) -> bool:
+    async def _claim_and_work(self, run_id: int) -> bool:
         """Claim and work one job; False when there is nothing left for this worker."""
         store = self.ctx.store
         job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
         if job is None:
+            # Jobs this worker claimed that no slot works on (a slot's bookkeeping failed, or a
+            # claim's reply was lost) would otherwise stay claimed, and renewed, for ever.
+            unheld = await store.jobs_claimed_unheld(run_id, self.worker, frozenset(self._working))
+            if unheld:
+                # A claim made a moment ago by another slot is not in _working yet: give back
+                # only jobs nobody has touched for a while, and look again soon.
+                stale = [i for i, touched in unheld if now_ms() - touched > ORPHAN_AFTER_MS]
+                if stale:
+                    await store.jobs_give_back(self.worker, stale)
+                else:
+                    await asyncio.sleep(IDLE_POLL_S)
+                return True
             # Our own unfinished jobs finish in the other slots; only jobs other workers
             # hold are worth waiting for (their claims may lapse and become ours).
             if await store.jobs_unfinished_elsewhere(run_id, self.worker) == 0:
                 return False
             await asyncio.sleep(IDLE_POLL_S)
             return True
-        holding[:] = [job.id]
-        plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
-        result = await self._job(job.id, job.attempts, plan)
-        holding.clear()
+        self._working.add(job.id)
+        try:
+            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
+            result = await self._job(job.id, job.attempts, plan)
+        finally:
+            self._working.discard(job.id)
         if result is not None:
             self.results.append(result)
             self.progress("job_done", {"result": result})
@@ -227,6 +238,7 @@ class Runner:
                 result.up_to_date += int(plan.mode is Mode.UP_TO_DATE)
             if not failed:
                 result.status = JobStatus.SUCCEEDED
+                result.error = None  # an earlier attempt's error is history now
                 break
             error = "; ".join(f"{p.series}: {e.message}" for p, e in failed)
             result.error = error

@@ -114,9 +114,16 @@ class Coordination:
         async with self._write() as conn:
             await conn.execute(queries.jobs_release(worker, now_ms()))
 
-    async def job_release(self, job_id: int, worker: str) -> None:
+    async def jobs_claimed_unheld(
+        self, run_id: int, worker: str, held: frozenset[int]
+    ) -> list[tuple[int, int]]:
+        async with self._read() as conn:
+            rows = await conn.execute(queries.jobs_claimed_unheld(run_id, worker, held))
+            return [(int(i), int(u)) for i, u in rows.all()]
+
+    async def jobs_give_back(self, worker: str, job_ids: list[int]) -> None:
         async with self._write() as conn:
-            await conn.execute(queries.job_release(job_id, worker, now_ms()))
+            await conn.execute(queries.jobs_release(worker, now_ms(), job_ids))
 
     async def jobs_fail_pending(self, run_id: int, error: str) -> None:
         async with self._write() as conn:

@@ -225,22 +225,24 @@ def jobs_renew(worker: str, expires: int):
     )
 
 
-def jobs_release(worker: str, now: int):
-    """Give this worker's unfinished jobs back (graceful stop with other workers alive)."""
-    return (
-        sa.update(jobs)
-        .where(jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
-        .values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
+def jobs_release(worker: str, now: int, job_ids: list[int] | None = None):
+    """Give this worker's unfinished jobs back (all of them: a graceful stop with other workers
+    alive; or ``job_ids``: orphans no slot works on)."""
+    stmt = sa.update(jobs).where(
+        jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying"))
     )
+    if job_ids is not None:
+        stmt = stmt.where(jobs.c.id.in_(job_ids))
+    return stmt.values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
 
 
-def job_release(job_id: int, worker: str, now: int):
-    """Give one job back (its worker could not record its outcome)."""
-    return (
-        sa.update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
-        .values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
+def jobs_claimed_unheld(run_id: int, worker: str, held: frozenset[int]):
+    """(id, updated_at) of the jobs this worker claimed that none of its slots works on."""
+    stmt = sa.select(jobs.c.id, jobs.c.updated_at).where(
+        jobs.c.run_id == run_id, jobs.c.claimed_by == worker,
+        jobs.c.status.in_(("running", "retrying")),
     )
+    return stmt.where(jobs.c.id.not_in(sorted(held))) if held else stmt
 
 
 def jobs_fail_pending(run_id: int, now: int, error: str):

@@ -127,12 +127,14 @@ class Store(Coordination):
         self.engine = engine
         self.dialect = engine.dialect.name
         self.indicators = indicators_table(indicator_columns)
+        self.schema_current = True
         # SQLite has one writer at a time; queue our own writers here instead of in busy-wait.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
     async def open(
-        cls, url: str, indicator_columns: Iterable[str] = (), *, pool_size: int = 5
+        cls, url: str, indicator_columns: Iterable[str] = (), *, pool_size: int = 5,
+        migrate: bool = True,
     ) -> Store:
         """Connect, create the SQLite directory, apply migrations, add indicator columns."""
         async_url = normalise_url(url)
@@ -158,7 +160,7 @@ class Store(Coordination):
                 raise ConfigError(f"invalid indicator column name {name!r}")
         store = cls(engine, columns)
         try:
-            await store._prepare(columns)
+            await store._prepare(columns, migrate)
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
             message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
@@ -172,7 +174,13 @@ class Store(Coordination):
             raise
         return store
 
-    async def _prepare(self, columns: tuple[str, ...]) -> None:
+    async def _prepare(self, columns: tuple[str, ...], upgrade: bool) -> None:
+        """Migrate and add indicator columns; with ``upgrade`` False (a dry run) change nothing
+        and only note whether the schema is current (``schema_current``)."""
+        if not upgrade:
+            async with self.engine.connect() as conn:
+                self.schema_current = await conn.run_sync(migrate.current_revision) == migrate.HEAD
+            return
         async with self.engine.begin() as conn:
             await conn.run_sync(migrate.upgrade)
             existing = await conn.run_sync(

@@ -1,5 +1,5 @@
 """Bad input, for every command: one clear line on stderr, the documented exit code, no usage
-block or traceback, and nothing stored changes."""
+block or traceback, and nothing stored changes; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import pytest
 from .workspace import Result, Workspace
 
 NOPE_DB = "sqlite:////proc/nope/x.db"  # /proc refuses new directories even to root
+DB_PASSWORD = "pg-TESTSECRET-789"
+# Nothing listens on port 9 (discard): the connection is refused at once.
+UNREACHABLE_PG = f"postgresql://enrich:{DB_PASSWORD}@127.0.0.1:9/market"
 
 # (id, arguments, exit code, text the one line must contain)
 CASES: list[tuple[str, tuple[str, ...], int, str]] = [
@@ -23,6 +26,7 @@ CASES: list[tuple[str, tuple[str, ...], int, str]] = [
     ("missing-config-file", ("--config", "/nope.toml", "status"), 78, "/nope.toml"),
     ("unknown-config-key", ("--config", "{bad_config}", "run", "--provider", "demo"), 78, "max_retires"),
     ("unwritable-database-run", ("--database-url", NOPE_DB, "run", "--provider", "demo", "--symbols", "AAPL"), 78, "/proc/nope"),
+    ("unreachable-postgresql", ("--database-url", UNREACHABLE_PG, "status"), 75, "enrich:***@127.0.0.1:9/market"),
     ("history-limit-0", ("history", "--limit", "0"), 2, "--limit"),
     ("export-unknown-symbol", ("export", "ZZZZ"), 1, "ZZZZ"),
     ("export-format", ("export", "AAPL", "--format", "xml"), 2, "--format"),
@@ -50,6 +54,7 @@ def test_bad_input_gives_one_clear_line_and_the_documented_code(attempts: dict, 
     assert line.startswith("enrichctl: error: ") and needle in line, result
     assert "Traceback" not in line and "Usage:" not in line, result
     assert result.out == "", result
+    assert DB_PASSWORD not in line, "the database password must never be printed"
 
 
 def test_bad_input_changes_nothing_stored(attempts: dict) -> None:

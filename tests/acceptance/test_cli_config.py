@@ -9,6 +9,7 @@ from pathlib import Path
 from .workspace import Workspace
 
 SECRET = "sk-TESTSECRET-123"
+DB_PASSWORD = "pg-TESTSECRET-456"
 
 
 def test_config_show_never_prints_the_key_and_flags_win_over_env_over_file(tmp_path: Path) -> None:
@@ -37,6 +38,19 @@ def test_config_show_never_prints_the_key_and_flags_win_over_env_over_file(tmp_p
     assert doc["max_retries"] == 2
     assert doc["database_url"] == flag_db
     assert check.out.startswith("ok: provider demo"), check
+
+
+def test_config_never_prints_the_postgresql_password_of_database_url(tmp_path: Path) -> None:
+    # The seed's DATABASE_URL form, as a user of a shared PostgreSQL writes it.
+    ws = Workspace(tmp_path, env={"DATABASE_URL": f"postgresql://enrich:{DB_PASSWORD}@db.internal:5432/market",
+                                  "ENRICHCTL_PROVIDER": "demo"})
+    text, as_json, check = ws.many([("config", "show"), ("config", "show", "--json"), ("config", "check")])
+    for result in (text, as_json, check):
+        assert result.code == 0, result
+        assert "TESTSECRET" not in result.out + result.err, result
+    redacted = "postgresql://enrich:***@db.internal:5432/market"
+    assert json.loads(as_json.out)["database_url"] == redacted
+    assert redacted in text.out and redacted in check.out, check
 
 
 def test_config_check_rejects_an_unknown_key_and_a_wrong_type_in_one_line(workspace: Workspace) -> None:

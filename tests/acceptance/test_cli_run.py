@@ -1,5 +1,5 @@
 """``enrichctl run``: the first run on a clean machine, the missing key, idempotency, the plan,
-the JSON summary and clean output when piped."""
+the JSON summary and clean output when piped; on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from .workspace import AS_OF, LAST_BAR, SINCE, Workspace
+from .workspace import AS_OF, LAST_BAR, SINCE, NewMachine, Workspace
 
 LATER = "2024-06-12T00:00"  # one market week after AS_OF: 5 more day bars per stock
 RUN = ("run", "--symbols", "AAPL,MSFT", "--provider", "demo", "--since", SINCE, "--as-of", AS_OF)
 
 
-def test_first_run_creates_and_fills_the_database_in_the_xdg_data_directory(filled: Workspace) -> None:
+def test_first_run_creates_and_fills_the_database_where_it_is_configured(filled: Workspace) -> None:
     first = filled.results[0]
-    assert (Path(filled.env["XDG_DATA_HOME"]) / "enrichctl" / "enrichctl.db").is_file(), first
+    sqlite_file = Path(filled.env["XDG_DATA_HOME"]) / "enrichctl" / "enrichctl.db"
+    if filled.backend == "sqlite":  # the default: a file in the XDG data directory
+        assert sqlite_file.is_file(), first
+    else:  # DATABASE_URL names the database: no SQLite file on the side
+        assert not sqlite_file.parent.exists(), first
+        assert {"bars", "indicators", "series", "runs"} <= filled.tables()
     assert sorted(p.name for p in filled.root.iterdir()) == ["config", "data", "home"]  # no litter in cwd
     for symbol in ("AAPL", "MSFT"):
         bars = filled.bars(symbol)
@@ -28,24 +33,24 @@ def test_first_run_creates_and_fills_the_database_in_the_xdg_data_directory(fill
     assert filled.query("SELECT DISTINCT synthetic, provider FROM series") == [(1, "demo")]
 
 
-def test_without_a_provider_or_key_run_exits_78_naming_what_to_set(workspace: Workspace) -> None:
-    result = workspace("run", "--symbols", "AAPL")
+def test_without_a_provider_or_key_run_exits_78_naming_what_to_set(machine: Workspace) -> None:
+    result = machine("run", "--symbols", "AAPL")
     assert result.code == 78, result
     assert len(result.err_lines) == 1, result
     line = result.err
     assert "POLYGON_API_KEY" in line and "--provider demo" in line, result
     assert "Traceback" not in line and result.out == "", result
     # It never falls back to synthetic data: no bars and no run were recorded.
-    if workspace.db_path.exists():
-        assert workspace.query("SELECT count(*) FROM bars") == [(0,)]
-        assert workspace.query("SELECT count(*) FROM runs") == [(0,)]
+    if "runs" in machine.tables():
+        assert machine.query("SELECT count(*) FROM bars") == [(0,)]
+        assert machine.query("SELECT count(*) FROM runs") == [(0,)]
 
 
 @pytest.fixture(scope="module")
-def repeated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def repeated(new_machine: NewMachine, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The same run twice (as a user types it, with --since), then a week later: the results
     and the data tables after each step."""
-    ws = Workspace(tmp_path_factory.mktemp("repeated"))
+    ws = new_machine(tmp_path_factory.mktemp("repeated"))
     steps: dict = {"ws": ws}
     steps["first"] = ws(*RUN, "--json")
     steps["after_first"] = _data(ws)
@@ -127,6 +132,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(filled: Workspace) -> None:
     assert tasks["AAPL/1d"]["to"] == "2024-06-10T04:00:00Z"
     assert all(t["requests"] >= 1 for t in tasks.values())
     assert doc["plan"]["requests"] == sum(t["requests"] for t in tasks.values())
+
+
+def test_dry_run_on_a_new_machine_creates_no_database(machine: Workspace) -> None:
+    result = machine("run", "--symbols", "AAPL", "--provider", "demo", "--as-of", AS_OF, "--dry-run")
+    assert result.code == 0 and "nothing is changed" in result.out, result
+    # A dry run against a shared database must not upgrade its schema under the other hosts.
+    assert machine.tables() == set(), f"a dry run created {sorted(machine.tables())}"
+    assert not machine.db_path.exists()
 
 
 def test_summary_redirected_to_a_file_carries_no_terminal_control_sequences(filled: Workspace) -> None:

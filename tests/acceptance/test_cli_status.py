@@ -1,4 +1,5 @@
-"""What a person or a monitor reads: ``status``, ``history``, ``metrics``, and ``pause``/``resume``."""
+"""What a person or a monitor reads: ``status``, ``history``, ``metrics``, and ``pause``/``resume``;
+on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -74,18 +75,18 @@ def test_history_lists_the_runs(read: dict) -> None:
     assert run["bars_written"] > 0 and run["duration_s"] is not None
 
 
-def test_a_fresh_run_at_the_real_time_is_healthy_and_measured(workspace: Workspace) -> None:
-    config = workspace.write("healthy.toml", HEALTHY_CONFIG)
-    run = workspace("--config", str(config), "run")
+def test_a_fresh_run_at_the_real_time_is_healthy_and_measured(machine: Workspace) -> None:
+    config = machine.write("healthy.toml", HEALTHY_CONFIG)
+    run = machine("--config", str(config), "run")
     assert run.code == 0, run
-    check, metrics = workspace.many([("--config", str(config), "status", "--check"),
+    check, metrics = machine.many([("--config", str(config), "status", "--check"),
                                      ("--config", str(config), "metrics", "--json")])
     assert check.code == 0, check
     assert "health: healthy" in check.out, check
 
     doc = json.loads(metrics.out)
     fetch, compute, quality = doc["fetch_pipeline"], doc["compute_pipeline"], doc["data_quality"]
-    stored = workspace.query("SELECT count(*) FROM bars")[0][0]
+    stored = machine.query("SELECT count(*) FROM bars")[0][0]
     assert "api_quota_remaining" in fetch
     assert fetch["total_requests"] == fetch["successful_requests"] == 2 and fetch["success_rate"] == 1.0
     assert fetch["records_fetched"] == fetch["records_inserted"] == stored
