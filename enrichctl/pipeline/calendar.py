@@ -9,8 +9,11 @@ session (``day_start_ms``); weekly bars start at midnight New York of the week's
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -52,18 +55,67 @@ class Sessions:
     close: np.ndarray
 
 
+def _schedule_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(day start, open, close) of every NYSE session, from exchange-calendars."""
+    import exchange_calendars  # heavy (pandas); imported only when no cached copy will do
+
+    schedule = exchange_calendars.get_calendar("XNYS", start=CALENDAR_START).schedule
+    utc_days = schedule.index.values.astype("datetime64[ms]").astype(np.int64)
+    return day_start_ms(utc_days), _epoch_ms(schedule["open"]), _epoch_ms(schedule["close"])
+
+
+# Building the schedule costs about half a second a process (exchange-calendars and pandas);
+# the arrays are cached for a day, keyed by the library's version (new holidays come with it).
+CACHE_MAX_AGE_S = 86_400
+
+
+def _cache_file(cache_dir: Path | None) -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    if cache_dir is None:
+        base = os.environ.get("CACHE_DIRECTORY") or os.environ.get("XDG_CACHE_HOME")
+        cache_dir = Path(base.split(":")[0]) if base else Path.home() / ".cache"
+        cache_dir = cache_dir / "enrichctl"
+    try:
+        library = version("exchange-calendars")
+    except PackageNotFoundError:
+        return None
+    return cache_dir / f"xnys-{library}-{CALENDAR_START}.npz"
+
+
+def _cache_load(cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    path = _cache_file(cache_dir)
+    try:
+        if path is None or time.time() - path.stat().st_mtime > CACHE_MAX_AGE_S:
+            return None
+        with np.load(path) as data:
+            return data["day"], data["open"], data["close"]
+    except (OSError, ValueError, KeyError):  # missing, unreadable or damaged: rebuild it
+        return None
+
+
+def _cache_store(cache_dir: Path | None, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    path = _cache_file(cache_dir)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(partial, day=arrays[0], open=arrays[1], close=arrays[2])
+        partial.replace(path)  # atomic: a reader sees the old file or the new one
+    except OSError:  # a read-only home (systemd sandbox): build it each time instead
+        return
+
+
 class SessionCalendar:
     """The NYSE calendar as epoch-ms arrays. Build one per process; it is immutable."""
 
-    def __init__(self) -> None:
-        import exchange_calendars  # heavy (pandas); imported only when a calendar is needed
-
-        cal = exchange_calendars.get_calendar("XNYS", start=CALENDAR_START)
-        schedule = cal.schedule
-        utc_days = schedule.index.values.astype("datetime64[ms]").astype(np.int64)
-        self._day = day_start_ms(utc_days)
-        self._open = _epoch_ms(schedule["open"])
-        self._close = _epoch_ms(schedule["close"])
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        arrays = _cache_load(cache_dir)
+        if arrays is None:
+            arrays = _schedule_arrays()
+            _cache_store(cache_dir, arrays)
+        self._day, self._open, self._close = arrays
         self.first_ms = int(self._day[0])
         self.last_ms = int(self._day[-1])
 
