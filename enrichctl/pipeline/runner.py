@@ -106,6 +106,7 @@ JobPlanner = Callable[[Instrument, int], Awaitable[JobPlan]]
 IDLE_POLL_S = 1.0
 # A job this worker claimed but no slot works on, untouched this long, is an orphan to give back.
 ORPHAN_AFTER_MS = 3_000
+ORPHAN_POLL_S = 0.05  # a claim in flight shows up in _working within moments
 # Consecutive database failures of a slot's bookkeeping before the run gives up.
 STORE_RETRIES = 5
 
@@ -177,7 +178,7 @@ class Runner:
                 if stale:
                     await store.jobs_give_back(self.worker, stale)
                 else:
-                    await asyncio.sleep(IDLE_POLL_S)
+                    await asyncio.sleep(ORPHAN_POLL_S)
                 return True
             # Our own unfinished jobs finish in the other slots; only jobs other workers
             # hold are worth waiting for (their claims may lapse and become ours).
