@@ -259,22 +259,22 @@ class Bars:
 
     def rows(self, prefix: tuple = ()) -> list[tuple]:
         """(*prefix, ts, open, high, low, close, volume, vwap, trades) tuples, None for NaN."""
-        cols: list = [repeat(p) for p in prefix] + [self.ts.tolist()]
-        for name in BAR_FIELDS[1:]:
-            values = getattr(self, name)
-            missing = np.isnan(values)
-            if name == "trades":
-                if not missing.any():
-                    cols.append(values.astype(np.int64).tolist())
-                else:
-                    cols.append(
-                        [None if m else int(v) for v, m in zip(values.tolist(), missing.tolist())]
-                    )
-            elif missing.any():
-                cols.append([None if m else v for v, m in zip(values.tolist(), missing.tolist())])
-            else:
-                cols.append(values.tolist())
-        return list(zip(*cols))
+        trades = self.trades
+        missing = np.isnan(trades)
+        counts = np.where(missing, 0, trades).astype(np.int64).tolist()
+        for i in np.flatnonzero(missing).tolist():
+            counts[i] = None
+        cols = [self.ts.tolist(), *(nan_to_none(getattr(self, n)) for n in BAR_FIELDS[1:-1]), counts]
+        return list(zip(*(repeat(p) for p in prefix), *cols))
+
+
+def nan_to_none(values: np.ndarray) -> list:
+    """``values.tolist()`` with None where NaN (the driver's NULL). Fast when NaN are few, as in
+    an indicator's warm-up prefix."""
+    listed = values.tolist()
+    for i in np.flatnonzero(np.isnan(values)).tolist():
+        listed[i] = None
+    return listed
 
 
 def ms_to_datetime(ms: int) -> datetime:

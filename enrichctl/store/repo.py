@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from enrichctl.domain import Bars, QualityIssue, Series, now_ms
+from enrichctl.domain import Bars, QualityIssue, Series, nan_to_none, now_ms
 from enrichctl.errors import ConfigError, StoreError, TemporaryError
 from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries
@@ -471,16 +471,7 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
     """(symbol, timeframe, ts, value...) tuples, NaN as None, built column by column."""
     if not len(ts) or not values:
         return []
-    columns = []
-    for v in values.values():
-        missing = np.isnan(v)
-        if missing.any():
-            as_object = v.astype(object)
-            as_object[missing] = None
-            columns.append(as_object.tolist())
-        else:
-            columns.append(v.tolist())
-    return list(zip(repeat(key[0]), repeat(key[1]), ts.tolist(), *columns))
+    return list(zip(repeat(key[0]), repeat(key[1]), ts.tolist(), *map(nan_to_none, values.values())))
 
 
 def _series_values(
