@@ -79,8 +79,6 @@ def bars_stats(symbol: str, timeframe: str):
     )
 
 
-def bars_total():
-    return sa.select(sa.func.count()).select_from(bars)
 
 
 def bars_duplicates(symbol: str, timeframe: str):
@@ -185,8 +183,6 @@ def job_insert():
     return sa.insert(jobs)
 
 
-def job_update(job_id: int, **values):
-    return sa.update(jobs).where(jobs.c.id == job_id).values(**values)
 
 
 def job_claimable(run_id: int, now: int):
