@@ -282,10 +282,12 @@ class Store(Coordination):
         ind_names = tuple(write.indicators)
         ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
         async with self._write() as conn:
-            # Write first (it takes SQLite's write lock), then read the row this transaction
-            # will update: read-then-write could meet another process's writer in between.
-            await conn.execute(queries.series_update(s.symbol, s.timeframe.value, updated_at=now))
-            previous = (await conn.execute(queries.series_one(s.symbol, s.timeframe.value))).first()
+            previous = None
+            if not write.replace:
+                # Write first (it takes SQLite's write lock), then read the row this transaction
+                # will update: read-then-write could meet another process's writer in between.
+                await conn.execute(queries.series_update(s.symbol, s.timeframe.value, updated_at=now))
+                previous = (await conn.execute(queries.series_one(s.symbol, s.timeframe.value))).first()
             if write.replace:
                 await conn.execute(queries.bars_delete(s.symbol, s.timeframe.value))
                 await conn.execute(
@@ -305,9 +307,13 @@ class Store(Coordination):
                         for i in write.issues
                     ],
                 )
-            count, first, last = (
-                await conn.execute(queries.bars_stats(s.symbol, s.timeframe.value))
-            ).one()
+            if write.replace:  # the series is exactly the bars just written
+                ts = write.bars.ts
+                count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
+            else:
+                count, first, last = (
+                    await conn.execute(queries.bars_stats(s.symbol, s.timeframe.value))
+                ).one()
             prev = None if previous is None or write.replace else row_to(SeriesRow, previous)
             await conn.execute(
                 queries.series_upsert(self.dialect),
