@@ -152,6 +152,10 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+# A job in one of these is not done: someone will (or should) still work on it.
+JOB_UNFINISHED = (JobStatus.PENDING.value, JobStatus.RUNNING.value, JobStatus.RETRYING.value)
+
+
 class Trigger(StrEnum):
     CLI = "cli"
     TIMER = "timer"

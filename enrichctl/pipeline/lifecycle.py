@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from enrichctl.domain import RunStatus, now_ms
+from enrichctl.domain import JOB_UNFINISHED, RunStatus, now_ms
 from enrichctl.errors import RunActive, StoreError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.store.repo import Store
@@ -27,7 +27,6 @@ from enrichctl.store.rows import LeaseRow
 log = get_logger("lifecycle")
 
 LEASE_TTL_MS = 60_000  # default; runs use settings.worker_lease_seconds
-UNFINISHED = ("pending", "running", "retrying")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +146,7 @@ async def run_close_if_done(
     """Close the run when no job is left; None while other workers still hold jobs. Only one
     worker's close takes effect (the run must still be ``running``)."""
     counts = await store.jobs_counts(run_id)
-    if any(status in UNFINISHED for status in counts):
+    if any(status in JOB_UNFINISHED for status in counts):
         return None
     status = run_status_of(counts)
     closed = await _close(store, run_id, status, counts, error, resilience)

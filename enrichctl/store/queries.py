@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from enrichctl.domain import JOB_UNFINISHED
 from enrichctl.store.tables import (
     bars,
     control,
@@ -22,8 +23,6 @@ from enrichctl.store.tables import (
     tasks,
     workers,
 )
-
-UNFINISHED = ("pending", "running", "retrying")
 
 
 def _insert(dialect: str, table: sa.Table):
@@ -173,7 +172,7 @@ def runs_abandon(run_ids: list[int], now: int, reason: str):
 def jobs_unfinished_cancel(run_ids: list[int], now: int, reason: str):
     return (
         sa.update(jobs)
-        .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(UNFINISHED))
+        .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(JOB_UNFINISHED))
         .values(status="cancelled", finished_at=now, updated_at=now, error=reason,
                 claimed_by=None, lease_expires_at=None)
     )
@@ -262,7 +261,7 @@ def jobs_unfinished_elsewhere(run_id: int, worker: str):
     """Unfinished jobs of the run that this worker does not hold."""
     mine = jobs.c.claimed_by == worker
     return sa.select(sa.func.count()).where(
-        jobs.c.run_id == run_id, jobs.c.status.in_(UNFINISHED), sa.or_(jobs.c.claimed_by.is_(None), ~mine)
+        jobs.c.run_id == run_id, jobs.c.status.in_(JOB_UNFINISHED), sa.or_(jobs.c.claimed_by.is_(None), ~mine)
     )
 
 
