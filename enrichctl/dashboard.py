@@ -15,6 +15,7 @@ from enrichctl.errors import NotFound
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.quality import check_stale
 from enrichctl.settings import Settings
+from enrichctl.staleness import schedule_reference
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
 from enrichctl.systemd import next_elapse
@@ -23,7 +24,8 @@ METRICS_WINDOW_HOURS = 24
 GAP_KINDS = {IssueKind.GAP.value}
 ANOMALY_KINDS = {IssueKind.PRICE_SPIKE.value, IssueKind.VOLUME_ANOMALY.value,
                  IssueKind.OHLC.value, IssueKind.DUPLICATE.value, IssueKind.OUT_OF_RANGE.value,
-                 IssueKind.NON_SESSION.value, IssueKind.READJUSTED.value}
+                 IssueKind.NON_SESSION.value, IssueKind.READJUSTED.value,
+                 IssueKind.PROVIDER_MISMATCH.value, IssueKind.INDICATOR_MISMATCH.value}
 
 
 def run_doc(run: RunRow) -> dict[str, Any]:
@@ -77,6 +79,9 @@ def _symbol_doc(
     return {
         "symbol": symbol,
         "asset_class": asset_class,
+        # Where its stored bars came from; synthetic (demo) data says so wherever it is read.
+        "provider": ", ".join(sorted({r.provider for r in rows})) or None,
+        "synthetic": any(r.synthetic for r in rows),
         "status": job.status if job else "never_run",
         "last_bar": ms_to_iso(max(last_bars)) if last_bars else None,
         "last_success": ms_to_iso(max(successes)) if successes else None,
@@ -90,8 +95,15 @@ def _symbol_doc(
 
 
 def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
+    return series_stale(row, calendar, settings, now)
+
+
+def series_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
+    """Stale: the series lacks bars the last scheduled run should have fetched (see
+    ``staleness``), so series fetched between runs stay fresh until the next one is due."""
     series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
-    return check_stale(series, row.watermark, now, calendar, settings.quality) is not None
+    reference = schedule_reference(settings.schedule, now)
+    return check_stale(series, row.watermark, reference, calendar, settings.quality) is not None
 
 
 async def _symbols(store: Store, settings: Settings, calendar: SessionCalendar, now: int) -> list[dict[str, Any]]:
@@ -125,6 +137,8 @@ async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, An
             and now - pause["since_ms"] > settings.schedule.pause_alert_hours * 3_600_000
         ),
         "pause_alert_hours": settings.schedule.pause_alert_hours,
+        # Staleness is judged against this: the bars the last scheduled run should have fetched.
+        "staleness_reference": ms_to_iso(schedule_reference(settings.schedule, now)),
     }
 
 
@@ -149,6 +163,7 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
             "failed": sum(s["status"] == "failed" for s in symbols),
             "never_run": sum(s["status"] == "never_run" for s in symbols),
             "stale": sum(s["stale"] for s in symbols),
+            "synthetic_series": sum(bool(x["synthetic"]) for s in symbols for x in s["series"]),
         },
         "processing_symbols": symbols,
         "workers": await _workers(store, active or finished, now, settings.worker_lease_seconds * 1000),
@@ -189,26 +204,40 @@ def health_of_symbol(doc: dict[str, Any], generated_at: str | None) -> dict[str,
 
 
 def _health(symbols: list[dict[str, Any]], scheduler: dict[str, Any] | None, generated_at: str | None) -> dict[str, Any]:
-    unhealthy, degraded = [], []
+    """The verdict and every reason for it: ``issues`` as lines, ``reasons`` as records (what a
+    monitor can act on: severity, kind, symbol, timeframe)."""
+    reasons: list[dict[str, Any]] = []
+
+    def reason(severity: str, kind: str, message: str, symbol: str | None = None,
+               timeframe: str | None = None) -> None:
+        reasons.append({"severity": severity, "kind": kind, "symbol": symbol,
+                        "timeframe": timeframe, "message": message})
+
+    due = f"; the scheduled run of {scheduler['staleness_reference']} should have fetched newer bars" if scheduler else ""
     for s in symbols:
         if s["status"] == "failed":
-            unhealthy.append(f"{s['symbol']}: last job failed: {s['last_error'] or 'unknown error'}")
+            reason("unhealthy", "job_failed",
+                   f"{s['symbol']}: last job failed: {s['last_error'] or 'unknown error'}", s["symbol"])
         for series in s["series"]:
             if series["stale"]:
-                unhealthy.append(
-                    f"{s['symbol']}/{series['timeframe']}: stale (last bar {series['last_bar'] or 'none'})"
-                )
+                reason("unhealthy", "stale",
+                       f"{s['symbol']}/{series['timeframe']}: stale (last bar {series['last_bar'] or 'none'}{due})",
+                       s["symbol"], series["timeframe"])
         if s["status"] == "never_run":
-            degraded.append(f"{s['symbol']}: never run")
+            reason("degraded", "never_run", f"{s['symbol']}: never run", s["symbol"])
     if scheduler is not None and scheduler["paused_too_long"]:
-        unhealthy.append(f"scheduler paused for more than {scheduler['pause_alert_hours']:g} h "
-                         f"(since {scheduler['paused_since']}): "
-                         f"{scheduler['paused_reason'] or 'no reason given'}")
+        reason("unhealthy", "paused_too_long",
+               f"scheduler paused for more than {scheduler['pause_alert_hours']:g} h "
+               f"(since {scheduler['paused_since']}): {scheduler['paused_reason'] or 'no reason given'}")
     elif scheduler is not None and scheduler["paused"]:
-        degraded.append(f"scheduler paused since {scheduler['paused_since']}: "
-                        f"{scheduler['paused_reason'] or 'no reason given'}")
-    status = "unhealthy" if unhealthy else ("degraded" if degraded else "healthy")
-    return {"status": status, "generated_at": generated_at, "issues": unhealthy + degraded}
+        reason("degraded", "paused", f"scheduler paused since {scheduler['paused_since']}: "
+                                     f"{scheduler['paused_reason'] or 'no reason given'}")
+    # Unhealthy reasons first, as before; each group in the order found.
+    reasons.sort(key=lambda r: r["severity"] != "unhealthy")
+    severities = {r["severity"] for r in reasons}
+    status = "unhealthy" if "unhealthy" in severities else ("degraded" if severities else "healthy")
+    return {"status": status, "generated_at": generated_at,
+            "issues": [r["message"] for r in reasons], "reasons": reasons}
 
 
 async def job_status(
@@ -269,6 +298,7 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
     for kind, _sev, n in raw["issues"]:
         by_kind[kind] = by_kind.get(kind, 0) + n
     quota, quota_basis = await _quota(store, settings, now)
+    provenance = _provenance(await store.series_list())
     checked = raw["bars_fetched"]
     return {
         "generated_at": ms_to_iso(now),
@@ -298,8 +328,18 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
             "anomalies_detected": anomalies,
             "issues_by_kind": dict(sorted(by_kind.items())),
             "quality_score": _round(raw["quality_score"]),
+            **provenance,
         },
     }
+
+
+def _provenance(rows: list[SeriesRow]) -> dict[str, Any]:
+    """Where the stored series came from: synthetic (demo) data is counted apart."""
+    by_provider: dict[str, int] = {}
+    for r in rows:
+        by_provider[r.provider] = by_provider.get(r.provider, 0) + 1
+    return {"series_by_provider": dict(sorted(by_provider.items())),
+            "synthetic_series": sum(bool(r.synthetic) for r in rows)}
 
 
 async def _quota(store: Store, settings: Settings, now: int) -> tuple[int | None, str]:

@@ -17,7 +17,24 @@ import numpy as np
 MS_PER_MINUTE = 60_000
 MS_PER_DAY = 86_400_000
 
-SYMBOL_RE = re.compile(r"^(?:[XCI]:)?[A-Z0-9][A-Z0-9.\-]{0,19}$")
+# A provider ticker as Polygon writes them: ASCII letters and digits, then also "." and "-", after
+# an optional market prefix. Matched before upper-casing, in ASCII only: str.upper maps "ß" to
+# "SS" and "ﬀ" to "FF", so a non-ASCII letter must be refused, never folded into a ticker.
+SYMBOL_PATTERN = r"^(?:[XCIxci]:)?[A-Za-z0-9][A-Za-z0-9.\-]{0,19}$"
+SYMBOL_RE = re.compile(SYMBOL_PATTERN, re.ASCII)
+
+# The earliest instant enrichctl ever asks a provider for: 1970-01-01T00:00Z (epoch 0). Polygon's
+# history starts decades later; an earlier --since (or a longer history_days) means "from the
+# start of what the provider has", never a negative instant.
+EARLIEST_MS = 0
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal
+# shows: stored text (a pause reason, an error) prints them escaped, never raw.
+_UNPRINTABLE = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    **{c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+    ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r",
+}
 
 
 class AssetClass(StrEnum):
@@ -63,18 +80,24 @@ class Timeframe(StrEnum):
         return _TIMEFRAME_POLYGON[self]
 
     def periods_per_year(self, asset_class: AssetClass) -> float:
-        """Bars in a year, used to annualise volatility."""
-        if asset_class in (AssetClass.CRYPTO,):
-            days, hours = 365.0, 24.0
-        elif asset_class is AssetClass.FOREX:
-            days, hours = 260.0, 24.0
-        else:
-            days, hours = 252.0, 6.5
+        """Bars a year the asset class's calendar has for this timeframe (annualises volatility):
+        NYSE: 252 sessions of the bars that touch 09:30-16:00 New York (7 hourly bars, 78 of 5
+        minutes); crypto: 365 days of 24 h; forex: 52 weeks of Sunday 17:00 to Friday 17:00."""
         if self is Timeframe.W1:
             return 52.0
+        if asset_class is AssetClass.CRYPTO:
+            days, minutes = 365.0, 24 * 60
+        elif asset_class is AssetClass.FOREX:
+            days, minutes = 260.0, 24 * 60
+        else:
+            if self is Timeframe.D1:
+                return 252.0
+            step = self.ms // MS_PER_MINUTE
+            first = (9 * 60 + 30) // step * step  # the bar holding the open starts on the grid
+            return 252.0 * -(-(16 * 60 - first) // step)
         if self is Timeframe.D1:
             return days
-        return days * hours * MS_PER_MINUTE * 60 / self.ms
+        return days * minutes * MS_PER_MINUTE / self.ms
 
 
 _TIMEFRAME_MS = {
@@ -100,20 +123,36 @@ _TIMEFRAME_POLYGON = {
 
 
 def parse_symbol(text: str) -> str:
-    """Normalise and validate a provider ticker; raises ``ValueError`` with a readable message."""
-    symbol = text.strip().upper()
-    if not SYMBOL_RE.match(symbol):
+    """Validate a provider ticker (``SYMBOL_PATTERN``) and upper-case it; raises ``ValueError``
+    with a readable message. The one rule of the CLI, the settings, the API and the research
+    API; surrounding blanks are the caller's to strip (the API refuses them)."""
+    # fullmatch: with match, the pattern's "$" would also accept a trailing newline.
+    if not SYMBOL_RE.fullmatch(text):
         raise ValueError(
-            f"invalid symbol {text!r}: expected a ticker like AAPL, BRK.B, X:BTCUSD, C:EURUSD or I:SPX"
+            f"invalid symbol {text[:40]!r}: expected a ticker like AAPL, BRK.B, X:BTCUSD, "
+            "C:EURUSD or I:SPX (ASCII letters, digits, '.', '-')"
         )
-    return symbol
+    return text.upper()
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``): safe for a terminal."""
+    return text.translate(_UNPRINTABLE)
 
 
 def parse_timeframe(text: str) -> Timeframe:
+    """``1d``, ``1H``, ... as a Timeframe. ``1M`` is refused, not read as one minute: in pandas,
+    yfinance and freqtrade habits it means one month, which no provider endpoint here serves."""
+    choices = ", ".join(t.value for t in Timeframe)
+    value = text.strip()
+    if "M" in value:
+        raise ValueError(
+            f"ambiguous timeframe {text!r}: write {value.lower()!r} for minutes "
+            f"(months are not available); expected one of {choices}"
+        )
     try:
-        return Timeframe(text.strip().lower())
+        return Timeframe(value.lower())
     except ValueError:
-        choices = ", ".join(t.value for t in Timeframe)
         raise ValueError(f"invalid timeframe {text!r}: expected one of {choices}") from None
 
 
@@ -172,6 +211,16 @@ class IssueKind(StrEnum):
     NON_SESSION = "non_session_bar"
     STALE = "stale"
     READJUSTED = "readjusted"
+    BAD_PRINT = "bad_print"  # a one-bar move that reverts on the next bar
+    VWAP = "vwap_outside"  # vwap outside [low, high]
+    FROZEN = "frozen_price"  # many identical bars while volume trades
+    INTRADAY_HOLE = "intraday_hole"  # bars missing inside a regular session
+    PROVIDER_MISMATCH = "provider_mismatch"  # verify --against-provider found a different value
+    INDICATOR_MISMATCH = "indicator_mismatch"  # verify --recompute found a different indicator value
+
+
+# What ``verify`` records: open until a run refetches (and so replaces) the series.
+VERIFY_ISSUE_KINDS = (IssueKind.PROVIDER_MISMATCH.value, IssueKind.INDICATOR_MISMATCH.value)
 
 
 class Severity(StrEnum):

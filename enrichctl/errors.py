@@ -11,7 +11,12 @@
     ├── ProviderError         one provider call failed
     │   ├── RetryableProviderError   429, 5xx, timeout, connection, broken JSON
     │   └── PermanentProviderError   any other 4xx, a response we cannot use
-    └── StoreError            the database failed underneath us
+    └── StoreError            the database failed underneath us                -> exit 1
+        ├── StoreUnavailable  the connection was lost (refused, reset, DNS)    -> exit 75
+        ├── StoreFault        needs a person: read-only, full disk, damaged    -> exit 78
+        │   └── StoreLost     the SQLite file was removed or replaced mid-run  -> exit 1
+        ├── StoreConflict     a constraint refused the write (a run just started)
+        └── StoreDamaged      the SQLite file fails its integrity check        -> exit 1
 
 Third-party errors (aiohttp, SQLAlchemy, pydantic) are mapped onto this tree at the module that
 talks to them; ``cli.py`` and ``web.py`` turn the tree into exit codes and HTTP statuses.
@@ -85,5 +90,38 @@ class PermanentProviderError(ProviderError):
     retryable = False
 
 
+class UnknownTickerError(PermanentProviderError):
+    """The provider's reference data does not know the symbol: nothing is stored for it."""
+
+
 class StoreError(EnrichError):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The server could not be reached or dropped us: it may well be back later (75). Not a
+    TemporaryError, so that the web face keeps its message (host names) to itself."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class StoreFault(StoreError):
+    """A permanent storage fault (read-only or immutable file, full disk, damaged file): retrying
+    will not help, a person must act."""
+
+    exit_code = EXIT_CONFIG
+
+
+class StoreConflict(StoreError):
+    """A unique constraint refused the write: someone else wrote the same thing just now."""
+
+
+class StoreDamaged(StoreError):
+    """The database file fails SQLite's own integrity check (pages overwritten, truncated)."""
+
+
+class StoreLost(StoreFault):
+    """The SQLite file the store opened is no longer at its path (deleted, or replaced by
+    another file): what it writes now would be lost, so nothing may report success."""
+
+    exit_code = EXIT_FAILED

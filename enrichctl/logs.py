@@ -55,8 +55,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _text_value(value: Any) -> str:
+    """A field's value, quoted (JSON-escaped) when it has a blank or a control character: an
+    escape sequence in a pause reason must not reach a terminal or journal raw."""
     text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
+    if " " in text or not text or not text.isprintable():
+        return json.dumps(text)
+    return text
 
 
 def logging_setup(fmt: str = "text", level: str | None = None) -> None:

@@ -9,6 +9,7 @@ go down, so they are gauges and a gauge histogram, not counters.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,11 +39,22 @@ class Aggregates:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """What the alert rules compare against: the timer's period and the configured limits."""
+
+    interval_s: float | None  # between two timer elapses; None without systemd-analyze
+    randomized_delay_s: float
+    pause_alert_s: float
+    last_success_at: float | None  # Unix time the last succeeded run finished
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     now: float
     overview: dict[str, Any]
     health: dict[str, Any]
     aggregates: Aggregates
+    schedule: Schedule | None = None
 
 
 async def exposition(session: Session) -> bytes:
@@ -50,7 +62,8 @@ async def exposition(session: Session) -> bytes:
     overview = await session.overview()
     window_start_ms = int(time.time() * 1000) - METRICS_WINDOW_HOURS * 3_600_000
     aggregates = await aggregates_read(session, window_start_ms)
-    snapshot = Snapshot(time.time(), overview, health_from_overview(overview), aggregates)
+    snapshot = Snapshot(time.time(), overview, health_from_overview(overview), aggregates,
+                        await schedule_read(session))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
     return generate_latest(registry)
@@ -68,6 +81,7 @@ class SnapshotCollector(Collector):
         yield from _requests(snap.aggregates)
         yield from _resilience(snap.overview.get("resilience"))
         yield from _series(snap)
+        yield from _monitoring(snap)
 
 
 def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict[tuple[str, ...], float]) -> GaugeMetricFamily:
@@ -148,12 +162,12 @@ def _series(snap: Snapshot) -> Iterator[Metric]:
     bars: dict[tuple[str, ...], float] = {}
     for symbol in snap.overview["processing_symbols"]:
         for series in symbol["series"]:
-            key = (symbol["symbol"], series["timeframe"])
+            key = _series_key(symbol, series)
             if series.get("last_bar"):
                 staleness[key] = max(snap.now - _iso_seconds(series["last_bar"]), 0.0)
             stale[key] = 1.0 if series["stale"] else 0.0
             bars[key] = series["bars"]
-    labels = ("symbol", "timeframe")
+    labels = SERIES_LABELS
     yield _gauge("enrichctl_series_staleness_seconds",
                  "Seconds since the start of the last stored bar of each series.", labels, staleness)
     yield _gauge("enrichctl_series_stale", "1 when a series misses complete bars it should have.",
@@ -161,6 +175,77 @@ def _series(snap: Snapshot) -> Iterator[Metric]:
     yield _gauge("enrichctl_series_bars", "Bars stored per series.", labels, bars)
     yield _gauge("enrichctl_bars_stored", "Bars stored in total.", (),
                  {(): snap.overview["totals"]["bars"]})
+
+
+# Every per-series figure says where its bars came from: synthetic="true" is demo data.
+SERIES_LABELS = ("symbol", "timeframe", "provider", "synthetic")
+
+
+def _series_key(symbol: dict[str, Any], series: dict[str, Any]) -> tuple[str, ...]:
+    return (symbol["symbol"], series["timeframe"], series["provider"],
+            "true" if series["synthetic"] else "false")
+
+
+def _monitoring(snap: Snapshot) -> Iterator[Metric]:
+    """What the bundled alert rules (``monitoring/``) need beyond the figures above."""
+    quality: dict[tuple[str, ...], float] = {}
+    for symbol in snap.overview["processing_symbols"]:
+        for series in symbol["series"]:
+            if series.get("quality_score") is not None:
+                quality[_series_key(symbol, series)] = series["quality_score"]
+    yield _gauge("enrichctl_series_quality_score",
+                 "Quality score of each series (1 = no issue found; errors weigh more than warnings).",
+                 SERIES_LABELS, quality)
+    scheduler = snap.overview["scheduler"]
+    if scheduler.get("paused_since"):
+        yield _gauge("enrichctl_scheduler_paused_since_timestamp_seconds",
+                     "When the scheduler was paused (Unix time); absent while not paused.", (),
+                     {(): _iso_seconds(scheduler["paused_since"])})
+    schedule = snap.schedule
+    if schedule is None:
+        return
+    yield _gauge("enrichctl_scheduler_pause_alert_seconds",
+                 "schedule.pause_alert_hours: status --check turns unhealthy after this long paused.",
+                 (), {(): schedule.pause_alert_s})
+    if schedule.last_success_at is not None:
+        yield _gauge("enrichctl_last_successful_run_timestamp_seconds",
+                     "When the last succeeded run finished (Unix time).", (), {(): schedule.last_success_at})
+    if schedule.interval_s is not None:
+        yield _gauge("enrichctl_schedule_interval_seconds",
+                     "Seconds between two runs of the configured timer (schedule.on_calendar).", (),
+                     {(): schedule.interval_s})
+    yield _gauge("enrichctl_schedule_randomized_delay_seconds",
+                 "schedule.randomized_delay_seconds: how late a timer run may start.", (),
+                 {(): schedule.randomized_delay_s})
+
+
+async def schedule_read(session: Session) -> Schedule:
+    settings = session.settings.schedule
+    interval = await asyncio.to_thread(_timer_interval_ms, settings.on_calendar)
+    finished = await session.store.runs_last_succeeded_at()
+    return Schedule(interval / 1000 if interval is not None else None,
+                    float(settings.randomized_delay_seconds), settings.pause_alert_hours * 3600,
+                    finished / 1000 if finished is not None else None)
+
+
+# on_calendar -> (next elapse ms, interval ms or None): the answer holds until that elapse.
+_intervals: dict[str, tuple[int, int | None]] = {}
+
+
+def _timer_interval_ms(on_calendar: str) -> int | None:
+    """Between the timer's next two elapses; None without systemd-analyze. Runs systemd-analyze
+    (a subprocess, hence the thread) twice per elapse of the timer, not per scrape."""
+    from enrichctl.systemd import next_elapse
+
+    now = int(time.time() * 1000)
+    cached = _intervals.get(on_calendar)
+    if cached is not None and now < cached[0]:
+        return cached[1]
+    if (first := next_elapse(on_calendar, now)) is None:
+        return None
+    second = next_elapse(on_calendar, first)
+    _intervals[on_calendar] = (first, second - first if second is not None else None)
+    return _intervals[on_calendar][1]
 
 
 def _iso_seconds(text: str) -> float:

@@ -33,7 +33,7 @@ from enrichctl.domain import (
     ms_to_iso,
     now_ms,
 )
-from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, StoreError
+from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, RunActive, StoreError, StoreFault
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
 from enrichctl.pipeline.calendar import SessionCalendar
@@ -47,7 +47,7 @@ from enrichctl.pipeline.plan import (
     plan_build,
     universe_select,
 )
-from enrichctl.pipeline.quota import SharedRateLimiter
+from enrichctl.pipeline.quota import QuotaWaitClock, SharedRateLimiter
 from enrichctl.pipeline.runner import (
     JobResult,
     ProgressHook,
@@ -55,6 +55,7 @@ from enrichctl.pipeline.runner import (
     RunnerConfig,
     request_sink,
 )
+from enrichctl.pipeline.actions import actions_apply, actions_refresh
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
     Provider,
@@ -81,6 +82,7 @@ class RunOptions:
     asset_class: AssetClass | None = None
     timeframes: tuple[Timeframe, ...] | None = None
     since: int | None = None
+    until: int | None = None  # inclusive: the last instant a backfill covers
     full_refresh: bool = False
     dry_run: bool = False
     force: bool = False
@@ -94,6 +96,7 @@ class RunOptions:
             "asset_class": self.asset_class.value if self.asset_class else None,
             "timeframes": [t.value for t in self.timeframes] if self.timeframes else None,
             "since": ms_to_iso(self.since),
+            "until": ms_to_iso(self.until),
             "full_refresh": self.full_refresh,
             "force": self.force,
             "as_of": ms_to_iso(self.as_of),
@@ -115,7 +118,8 @@ class RunReport:
     requests: int = 0
     message: str | None = None
     error: str | None = None
-    aborted: bool = False  # a configuration error (e.g. a refused key) stopped the run
+    aborted: bool = False  # a configuration error or an unreachable provider stopped the run
+    abort_exit: int = EXIT_CONFIG  # the exit code of what stopped it (78 or 75)
 
     @property
     def bars_fetched(self) -> int:
@@ -200,7 +204,7 @@ async def run(
             if provider_factory is not None:
                 provider = provider_factory(calendar, request_sink(records), clock)
             else:
-                registry = _registry_for(settings, store)
+                registry = _registry_for(settings, store, progress)
                 provider = provider_create(
                     settings, calendar, request_sink(records), clock=clock, registry=registry
                 )
@@ -212,8 +216,11 @@ async def run(
                 plan = await plan_build(
                     store, calendar, provider, settings, instruments, timeframes, now=market_now,
                     since=options.since, full_refresh=options.full_refresh,
-                    indicator_fingerprint=indicators.fingerprint,
+                    indicator_fingerprint=indicators.fingerprint, until=options.until,
                 )
+                if not options.dry_run:
+                    await actions_refresh(store, provider, {i.symbol for i in instruments}, market_now)
+                plan = await actions_apply(store, plan, provider, market_now)
                 plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
                 report.plan = plan
                 if options.dry_run:
@@ -251,7 +258,13 @@ async def _scratch_for_plan(settings: Settings) -> tempfile.TemporaryDirectory |
     return tempfile.TemporaryDirectory(prefix="enrichctl-plan-")
 
 
-def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
+def provider_for(settings: Settings, store: Store, calendar: SessionCalendar, sink: RequestSink) -> Provider:
+    """The configured provider behind the same resilience stack and shared quota as a run's
+    (``verify --against-provider`` refetches through it)."""
+    return provider_create(settings, calendar, sink, registry=_registry_for(settings, store))
+
+
+def _registry_for(settings: Settings, store: Store, progress: ProgressHook | None = None) -> ResilienceRegistry:
     """The run's resilience components. The provider's limiter keeps its window in the database:
     the quota belongs to the key, and every process using it (consecutive runs, `serve`
     triggers, workers on other hosts) must count against the same window."""
@@ -261,10 +274,11 @@ def _registry_for(settings: Settings, store: Store) -> ResilienceRegistry:
         from enrichctl.providers.polygon import rate_window_with_margin
 
         interval = rate_window_with_margin(settings.polygon.rate_window_seconds)
-        local = RateLimiter("polygon", registry.clock, rate=rate, interval=interval,
+        clock = QuotaWaitClock(registry.clock, progress) if progress is not None else registry.clock
+        local = RateLimiter("polygon", clock, rate=rate, interval=interval,
                             retry_after_cap=settings.resilience.retry_after_cap)
         registry.add_rate_limiter(
-            "polygon", SharedRateLimiter(local, store, "polygon", rate, interval, registry.clock)
+            "polygon", SharedRateLimiter(local, store, "polygon", rate, interval, clock)
         )
     return registry
 
@@ -294,13 +308,20 @@ async def _work(
     join = "only" if options.worker else ("allowed" if store.dialect == "postgresql" else "never")
     doc = options.doc()
     doc["timeframes"] = [t.value for t in (options.timeframes or settings.timeframes)]
-    joined = await lifecycle.run_start_or_join(store, {
-        "trigger": options.trigger.value, "status": RunStatus.RUNNING.value,
-        "provider": report.provider, "synthetic": report.synthetic, "host": socket.gethostname(),
-        "pid": os.getpid(), "started_at": report.started_at, "options": json.dumps(doc),
-        "jobs_total": len(plan.jobs), "jobs_succeeded": 0, "jobs_failed": 0, "bars_fetched": 0,
-        "bars_written": 0, "requests": 0,
-    }, join=join, ttl_ms=lease_ms)
+    for _attempt in range(JOIN_ATTEMPTS):
+        joined = await lifecycle.run_start_or_join(store, {
+            "trigger": options.trigger.value, "status": RunStatus.RUNNING.value,
+            "provider": report.provider, "synthetic": report.synthetic, "host": socket.gethostname(),
+            "pid": os.getpid(), "started_at": report.started_at, "options": json.dumps(doc),
+            "jobs_total": len(plan.jobs), "jobs_succeeded": 0, "jobs_failed": 0, "bars_fetched": 0,
+            "bars_written": 0, "requests": 0,
+        }, join=join, ttl_ms=lease_ms)
+        # A `run` that joins brings its own selection: its jobs join the run too (a worker
+        # only serves the run). The run may close just then: start or join afresh.
+        if joined is None or joined.created or options.worker or await _add_selection(store, joined.run_id, plan, doc):
+            break
+    else:
+        raise RunActive("the active run closed each time this run tried to add its jobs; try again")
     if joined is None:
         report.status = "idle"
         report.message = "no active run to join"
@@ -380,6 +401,7 @@ async def _work(
     if runner is not None and runner.abort is not None:
         report.error = runner.abort.message
         report.aborted = True
+        report.abort_exit = runner.abort.exit_code
 
     async def closed(status: RunStatus) -> None:
         await _ping(settings, "success" if status is RunStatus.SUCCEEDED else "fail")
@@ -394,6 +416,40 @@ async def _work(
     await _with_store_retries(lambda: _fill_other_workers_jobs(store, run_id, report), run_id)
 
 
+JOIN_ATTEMPTS = 3
+# What a run's jobs are fetched with: a run joined with other values would not do what was asked.
+_SPEC_KEYS = ("timeframes", "since", "until", "full_refresh", "as_of")
+
+
+async def _add_selection(store: Store, run_id: int, plan: RunPlan, doc: dict[str, Any]) -> bool:
+    """Add this run's jobs that the active run lacks to it; False when it closed meanwhile.
+    Raises ``RunActive`` (75) when the active run fetches with other options (timeframes, since,
+    until, full refresh, as-of): its workers would not fetch what this run was asked."""
+    run = await store.run_get(run_id)
+    if run is None or run.status != RunStatus.RUNNING.value:
+        return False
+    active = json.loads(run.options or "{}")
+    differ = [k for k in _SPEC_KEYS if k in active and _spec_value(k, active[k]) != _spec_value(k, doc.get(k))]
+    if differ:
+        raise RunActive(
+            f"run {run_id} is active with other {', '.join(differ)} "
+            f"({', '.join(f'{k}={active[k]}' for k in differ)}); it cannot fetch this selection: "
+            "try again when it has finished")
+    have = {j.symbol for j in await store.jobs_of_run(run_id)}
+    missing = [j.instrument for j in plan.jobs if j.instrument.symbol not in have]
+    if not missing:
+        return True
+    added = await store.jobs_add(run_id, missing)
+    if added:
+        log_event(log, logging.INFO, "enrichment_jobs_added", run_id=run_id,
+                  symbols=",".join(i.symbol for i in missing))
+    return added
+
+
+def _spec_value(key: str, value: Any) -> Any:
+    return sorted(value) if key == "timeframes" and value is not None else value
+
+
 async def _with_store_retries(operation, run_id: int, attempts: int = 5):
     """Closing bookkeeping is safe to repeat (a run closes only while it is running): a dropped
     connection must not leave a finished run open."""
@@ -401,7 +457,7 @@ async def _with_store_retries(operation, run_id: int, attempts: int = 5):
         try:
             return await operation()
         except StoreError as exc:
-            if attempt == attempts:
+            if attempt == attempts or isinstance(exc, StoreFault):
                 raise
             log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
                       attempt=attempt, error=exc.message)
@@ -442,11 +498,12 @@ class _RunSpec:
     full_refresh: bool
     grouped: frozenset[Series]  # series this worker serves from grouped-daily responses
     planned: dict[str, JobPlan] = field(default_factory=dict)  # the run's own plan, used once
+    until: int | None = None
 
     @classmethod
     def of(cls, options: RunOptions, settings: Settings, grouped: frozenset[Series]) -> _RunSpec:
         return cls(options.timeframes or settings.timeframes, options.since, options.full_refresh,
-                   grouped)
+                   grouped, until=options.until)
 
 
 async def _plan_one(
@@ -460,8 +517,9 @@ async def _plan_one(
     plan = await plan_build(
         ctx.store, ctx.calendar, ctx.provider, settings, [instrument], spec.timeframes,
         now=ctx.now, since=spec.since, full_refresh=spec.full_refresh,
-        indicator_fingerprint=ctx.indicators.fingerprint,
+        indicator_fingerprint=ctx.indicators.fingerprint, until=spec.until,
     )
+    plan = await actions_apply(ctx.store, plan, ctx.provider, ctx.now)
     return grouped_apply(plan.jobs[0], spec.grouped)
 
 
@@ -477,12 +535,14 @@ async def _follow(
     as_of = _iso_ms(spec.get("as_of"))
     now = as_of if as_of is not None else ctx.now
     instruments = [Instrument(j.symbol, AssetClass(j.asset_class)) for j in await ctx.store.jobs_of_run(run_id)]
-    run_spec = _RunSpec(timeframes, since, bool(spec.get("full_refresh")), frozenset())
+    until = _iso_ms(spec.get("until"))
+    run_spec = _RunSpec(timeframes, since, bool(spec.get("full_refresh")), frozenset(), until=until)
     plan = await plan_build(
         ctx.store, ctx.calendar, ctx.provider, settings, instruments, timeframes, now=now,
         since=since, full_refresh=run_spec.full_refresh,
-        indicator_fingerprint=ctx.indicators.fingerprint,
+        indicator_fingerprint=ctx.indicators.fingerprint, until=until,
     )
+    plan = await actions_apply(ctx.store, plan, ctx.provider, now)
     new_ctx = TaskContext(ctx.store, ctx.provider, ctx.calendar, ctx.indicators, ctx.quality, run_id, now)
     return plan, new_ctx, run_spec
 
@@ -495,12 +555,12 @@ def _iso_ms(text: str | None) -> int | None:
 
 def exit_code_of(report: RunReport) -> int:
     """0 done (or skipped, planned, nothing to join); 78 when a configuration error stopped a
-    run that could fetch nothing; 1 when any job failed. A worker whose run goes on elsewhere
+    run that could fetch nothing, 75 when an unreachable provider did; 1 when any job failed. A worker whose run goes on elsewhere
     answers for its own jobs."""
     if report.status in ("planned", "idle", RunStatus.SKIPPED.value, RunStatus.SUCCEEDED.value):
         return EXIT_OK
     if report.aborted and report.bars_fetched == 0:
-        return EXIT_CONFIG
+        return report.abort_exit
     if report.status == RunStatus.RUNNING.value:
         return EXIT_OK if all(j.status is JobStatus.SUCCEEDED for j in report.jobs) else EXIT_FAILED
     return EXIT_FAILED

@@ -12,9 +12,9 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from enrichctl import dashboard
+from enrichctl import dashboard, inventory, rundetail
 from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
@@ -29,6 +29,9 @@ from enrichctl.runs import (  # noqa: F401  (the faces reach them through servic
 )
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
+
+if TYPE_CHECKING:
+    from enrichctl.seriesbars import BarsQuery
 
 log = get_logger("service")
 
@@ -52,25 +55,55 @@ class Session:
             self._calendar = SessionCalendar()
         return self._calendar
 
-    async def overview(self) -> dict[str, Any]:
-        return await dashboard.overview(self.store, self.settings, self.calendar, now_ms())
+    async def overview(self, now: int | None = None) -> dict[str, Any]:
+        return await dashboard.overview(self.store, self.settings, self.calendar, now or now_ms())
 
     async def health(self) -> dict[str, Any]:
         return dashboard.health_from_overview(await self.overview())
 
-    async def job_status(self, symbol: str) -> dict[str, Any]:
-        return await dashboard.job_status(self.store, self.settings, self.calendar, symbol, now_ms())
+    async def job_status(self, symbol: str, now: int | None = None) -> dict[str, Any]:
+        return await dashboard.job_status(self.store, self.settings, self.calendar, symbol, now or now_ms())
 
-    async def history(self, limit: int) -> dict[str, Any]:
+    async def series_inventory(self, now: int | None = None) -> dict[str, Any]:
+        return await inventory.series_inventory(self.store, self.settings, self.calendar, now or now_ms())
+
+    async def series_remove(self, symbol: str, timeframe: str | None, confirmed: bool) -> dict[str, Any]:
+        doc = await inventory.series_remove(self.store, self.settings, symbol, timeframe, confirmed=confirmed)
+        if doc["removed"]:
+            log_event(log, logging.INFO, "series_removed", symbol=symbol, timeframes=",".join(doc["timeframes"]),
+                      bars=doc["bars"])
+        return doc
+
+    async def history(self, limit: int, status: str | None = None) -> dict[str, Any]:
+        if status is not None:
+            return await rundetail.runs_with_status(self.store, status, limit)
         return await dashboard.history(self.store, limit)
+
+    async def run_detail(self, run_id: int) -> dict[str, Any]:
+        return await rundetail.run_detail(self.store, run_id)
+
+    async def failed_of_last_run(self) -> dict[str, Any]:
+        return await rundetail.failed_of_last_run(self.store)
 
     async def metrics(self) -> dict[str, Any]:
         return await dashboard.metrics(self.store, self.settings, now_ms())
 
+    async def series_bars(self, query: BarsQuery) -> dict[str, Any]:
+        from enrichctl import seriesbars  # it reads through exports, which imports this module
+
+        return await seriesbars.bars_document(self.store, query)
+
     async def pause(self, reason: str | None, by: str | None = None) -> dict[str, Any]:
+        """Pause, or while paused change the reason: a pause keeps its start (and, without a
+        new reason, its reason), so "paused for 3 days" stays true when someone repeats it."""
         now = now_ms()
+        earlier = await self.store.control_get(PAUSE_KEY)
         value = {"paused": True, "reason": reason, "by": by or _who(), "since": ms_to_iso(now),
                  "since_ms": now}
+        if earlier is not None:
+            value.update(since=earlier.get("since"), since_ms=earlier.get("since_ms"))
+            if reason is None:
+                value.update(reason=earlier.get("reason"), by=earlier.get("by") or value["by"])
         await self.store.control_put(PAUSE_KEY, value)
         log_event(log, logging.INFO, "enrichment_paused", reason=reason, by=value["by"])
         return value
@@ -97,10 +130,16 @@ async def session_open(settings: Settings) -> AsyncIterator[Session]:
 
 
 def _who() -> str:
-    try:
-        user = os.getlogin()
-    except OSError:
-        user = os.environ.get("USER", "unknown")
+    """user@host of whoever paused: $USER, else the account of this process (systemd services
+    and containers often have no $USER and no login terminal), else uid N."""
+    user = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if not user:
+        import pwd
+
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:  # a uid with no passwd entry (containers)
+            user = f"uid {os.getuid()}"
     return f"{user}@{socket.gethostname()}"
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from enrichctl.errors import ConfigError
 from enrichctl.settings import Settings
 
 RUN_SERVICE = "enrichctl.service"
@@ -111,14 +112,37 @@ def render_units(
     exe = Path(executable)
     if not exe.is_absolute():
         raise ValueError(f"executable must be an absolute path, not {executable!r}")
+    on_calendar = settings.schedule.on_calendar
+    # The same verdict as `config check`: a timer systemd refuses is not written.
+    if (problem := calendar_check(on_calendar)) is not None:
+        raise ConfigError(f"schedule.on_calendar {on_calendar!r}: {problem}")
     config = Path(config_path).absolute() if config_path else None
     context = _UnitContext(settings, user, exe, config)
-    return {
+    units = {
         RUN_TIMER: _timer(settings),
         RUN_SERVICE: _run_service(context),
         SERVE_SERVICE: _serve_service(context),
         FAILURE_SERVICE: _failure_service(context),
     }
+    for name, text in units.items():
+        _sections_check(name, text)
+    return units
+
+
+_SECTIONS = {
+    RUN_TIMER: ["[Unit]", "[Timer]", "[Install]"],
+    RUN_SERVICE: ["[Unit]", "[Service]"],
+    SERVE_SERVICE: ["[Unit]", "[Service]", "[Install]"],
+    FAILURE_SERVICE: ["[Unit]", "[Service]"],
+}
+
+
+def _sections_check(name: str, text: str) -> None:
+    """A value with a line break would open a section of its own (``[Service]`` in the timer):
+    the rendered units hold exactly the sections written here, or nothing is written."""
+    found = [m.strip() for m in re.findall(r"^[ \t]*\[[^\]\n]*\][ \t]*$", text, re.M)]
+    if found != _SECTIONS[name]:
+        raise ConfigError(f"{name}: a configured value would add a section {found!r} to the unit")
 
 
 def units_dir_default(user: bool) -> Path:
@@ -224,6 +248,25 @@ class _UnitContext:
         ]
 
 
+    def textfile_access(self) -> str:
+        """[metrics] textfile_path: under /run, a runtime directory the transient user owns,
+        readable by node_exporter and kept between runs; elsewhere, ReadWritePaths=. Each
+        line after a newline, so nothing is added when no textfile is configured."""
+        path = self.settings.metrics.textfile_path
+        if path is None or self.user:
+            return ""
+        directory = Path(os.path.normpath(path.absolute().parent))
+        if directory.parent == Path("/run"):
+            return "\n" + "\n".join([
+                "# [metrics] textfile_path: written for node_exporter's textfile collector.",
+                f"RuntimeDirectory={_unit_path(Path(directory.name))}", "RuntimeDirectoryMode=0755",
+                "RuntimeDirectoryPreserve=yes"])
+        return "\n" + "\n".join([
+            "# [metrics] textfile_path: this directory must be writable by the transient user",
+            "# (a directory under /run, such as /run/enrichctl-metrics, is created for it).",
+            f"ReadWritePaths=-{_unit_path(directory)}"])
+
+
 def _timer(settings: Settings) -> str:
     schedule = settings.schedule
     return f"""\
@@ -270,7 +313,7 @@ TimeoutStopSec={RUN_STOP_TIMEOUT}
 Nice=10
 IOSchedulingClass=best-effort
 IOSchedulingPriority=7
-{ctx.sandbox(credentials=key, network=network)}
+{ctx.sandbox(credentials=key, network=network)}{ctx.textfile_access()}
 """
 
 
@@ -295,6 +338,8 @@ RestartSec=5s
 RestartPreventExitStatus=78
 KillSignal=SIGTERM
 TimeoutStopSec={SERVE_STOP_TIMEOUT}
+# Room for serve.max_connections (default 1024) and more; serve lowers its cap to fit the limit.
+LimitNOFILE=8192
 {ctx.sandbox(credentials=[f"serve_token:{ctx.secrets}/serve_token"], network=network)}
 
 [Install]
@@ -398,7 +443,10 @@ def _unit_path(path: Path) -> str:
 
 
 def _exec_word(word: str) -> str:
-    """One ExecStart= argument, quoted when needed, with % and $ escaped."""
+    """One ExecStart= argument, quoted when needed, with % and $ escaped. No unit value may hold
+    a line break: quoting does not stop it from starting a new directive."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in word):
+        raise ValueError(f"systemd units cannot name a path with a control character: {word!r}")
     escaped = word.replace("%", "%%").replace("$", "$$")
     if re.search(r'[\s"\'\\;]', escaped):
         escaped = '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -430,6 +478,20 @@ def next_elapse(on_calendar: str, now_ms: int | None = None) -> int | None:
     elapse = calendar.timegm(stamp) * 1000 + round(fraction * 1000)
     _elapse_cache[on_calendar] = (now, elapse)
     return elapse
+
+
+_ITER_RE = re.compile(r"(?:Next elapse|Iter\. #\d+): (?:\w+ )?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC")
+
+
+def elapses(on_calendar: str, base_ms: int, iterations: int) -> list[int] | None:
+    """The first ``iterations`` times the calendar fires after ``base_ms`` (epoch ms, to the
+    second); None when ``systemd-analyze`` is missing or rejects the expression."""
+    result = _analyze(["calendar", f"--iterations={iterations}", f"--base-time=@{base_ms / 1000:.3f}",
+                       on_calendar])
+    if result is None or result.returncode != 0:
+        return None
+    return [calendar.timegm(time.strptime(m, "%Y-%m-%d %H:%M:%S")) * 1000
+            for m in _ITER_RE.findall(result.stdout)]
 
 
 @functools.lru_cache(maxsize=32)

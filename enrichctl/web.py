@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enrichctl import dashboard, openapi, prom, service
+from enrichctl import dashboard, openapi, prom, seriesbars, service
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -30,8 +29,11 @@ from enrichctl.errors import (
     UsageError,
 )
 from enrichctl.logs import get_logger, log_event
+from enrichctl.providers.base import provider_check
 from enrichctl.settings import Settings
 from enrichctl.webcache import Rendered, SharedBuilds
+from enrichctl.webconn import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
+from enrichctl.webhosts import HostPolicy, host_is_loopback
 from enrichctl.webpage import page_routes
 from enrichctl.webparams import (
     history_limit,
@@ -45,13 +47,14 @@ log = get_logger("web")
 
 API = "/api/v1/enrichment"
 CLIENT_MAX_SIZE = 64 * 1024  # request bodies: a pause reason is the largest thing we accept
-LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
 @dataclass(slots=True)
 class AppState:
     settings: Settings
     token: bytes | None
+    hosts: HostPolicy
+    connections: ConnectionGuard
     builds: SharedBuilds = field(default_factory=SharedBuilds)
     runs: set[asyncio.Task[service.RunReport]] = field(default_factory=set)
     session: service.Session | None = None
@@ -99,7 +102,8 @@ _ERROR_STATUS: tuple[tuple[type[EnrichError], int, str, bool], ...] = (
     (ConfigError, 503, "config_error", True),
 )
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+               408: "request_timeout", 421: "misdirected_request"}
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate")
 _GENERIC_DETAIL = "the request failed on the server; see its log"
 
@@ -137,12 +141,39 @@ async def errors_middleware(
     return response
 
 
+@web.middleware
+async def connections_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Tell the connection guard a request is in progress: its connection is not idle."""
+    guard = request.app[STATE].connections
+    guard.request_started(request.protocol)
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished(request.protocol)
+
+
+@web.middleware
+async def hosts_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """421 for a request naming a host this server does not answer for (DNS rebinding), whatever
+    its method or path; before anything else is read or done."""
+    if (why := request.app[STATE].hosts.refusal(request.headers.get("Host"))) is not None:
+        raise ApiError(421, "misdirected_request", why)
+    return await handler(request)
+
+
 def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
     path = request.path[:200]
     if exc.status == 404:
         return f"no such path: {path} (the API is described at /openapi.json)"
     if exc.status == 405:
-        return f"{request.method} is not allowed on {path}; allowed: {exc.headers.get('Allow', 'none')}"
+        allowed = exc.headers.get("Allow", "none")
+        if allowed == "POST" and request.method in ("GET", "HEAD"):
+            return f"state changes are never GET: send POST {path}"
+        return f"{request.method} is not allowed on {path}; allowed: {allowed}"
     return exc.reason
 
 
@@ -224,13 +255,22 @@ async def history(request: web.Request) -> web.Response:
     return _served(await _document(request, ("history", str(limit)), lambda s: s.history(limit)))
 
 
+async def series_bars(request: web.Request) -> web.Response:
+    """A series' bars for the symbol page's chart (paged, or bucketed with ``max_points``)."""
+    session = _session(request)
+    query = seriesbars.bars_query_parse(request.match_info["symbol"], request.match_info["timeframe"],
+                                        request.query, session.store.indicator_names)
+    return json_response(await session.series_bars(query))
+
+
 async def prometheus(request: web.Request) -> web.Response:
     body = await prom.exposition(_session(request))
     return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE})
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return json_response(openapi.document(token_required=request.app[STATE].token is not None))
+    return json_response(openapi.document(token_required=request.app[STATE].token is not None,
+                                          indicators=_session(request).store.indicator_names))
 
 
 # --- state changes --------------------------------------------------------------------------
@@ -238,7 +278,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def pause(request: web.Request) -> web.Response:
     _require_post_allowed(request)
-    reason = await pause_reason(request)
+    reason = await pause_reason(request, request.app[STATE].settings.serve.idle_timeout_seconds)
     state = request.app[STATE]
     doc = await _session(request).pause(reason, by=f"api@{request.remote or 'unknown'}")
     state.builds.invalidate()
@@ -258,6 +298,7 @@ async def trigger(request: web.Request) -> web.Response:
     _require_post_allowed(request)
     options = trigger_options(request.query)
     state = request.app[STATE]
+    provider_check(state.settings, for_api=True)  # advice an API client can act on
     if (active := await _session(request).active_run()) is not None:
         raise RunActive(f"run {active['run_id']} is active (host {active['host']}, pid {active['pid']}); "
                         "try again when it has finished")
@@ -295,20 +336,19 @@ def _run_done(state: AppState, task: asyncio.Task[service.RunReport]) -> None:
         log_event(log, logging.INFO, "serve_run_finished", run_id=report.run_id, status=report.status)
 
 
-async def never_get(request: web.Request) -> web.Response:
-    raise ApiError(405, "method_not_allowed",
-                   f"state changes are never GET: send POST {request.path}", {"Allow": "POST"})
-
-
 # --- the app --------------------------------------------------------------------------------
 
 
-def app_create(settings: Settings) -> web.Application:
-    """The serve application. Its session opens on startup and closes on cleanup, after the
-    background runs it started have been cancelled and have recorded how they ended."""
+def app_create(settings: Settings, bind_host: str | None = None) -> web.Application:
+    """The serve application for a server on ``bind_host`` (default ``serve.host``). Its session
+    opens on startup and closes on cleanup, after the background runs it started have been
+    cancelled and have recorded how they ended."""
     secret = settings.serve.token.get_secret_value() if settings.serve.token else ""
-    state = AppState(settings, secret.encode() if secret else None)
-    app = web.Application(middlewares=[errors_middleware], client_max_size=CLIENT_MAX_SIZE)
+    hosts = HostPolicy.for_bind(bind_host or settings.serve.host, settings.serve.allowed_hosts)
+    connections = ConnectionGuard(settings.serve.max_connections, settings.serve.idle_timeout_seconds)
+    state = AppState(settings, secret.encode() if secret else None, hosts, connections)
+    app = web.Application(middlewares=[connections_middleware, errors_middleware, hosts_middleware],
+                          client_max_size=CLIENT_MAX_SIZE)
     app[STATE] = state
     app.cleanup_ctx.append(_session_context)
     app.add_routes(page_routes())
@@ -320,9 +360,11 @@ def app_create(settings: Settings) -> web.Application:
         web.get(f"{API}/dashboard/metrics", metrics),
         web.get(f"{API}/dashboard/job-status/{{symbol}}", job_status),
         web.get(f"{API}/history", history),
+        web.get(f"{API}/series/{{symbol}}/{{timeframe}}/bars", series_bars),
     ])
-    for path, handler in (("trigger", trigger), ("pause", pause), ("resume", resume)):
-        app.add_routes([web.post(f"{API}/{path}", handler), web.get(f"{API}/{path}", never_get)])
+    # POST only: aiohttp's 405 then names exactly what the route accepts in its Allow header.
+    app.add_routes([web.post(f"{API}/{path}", handler)
+                    for path, handler in (("trigger", trigger), ("pause", pause), ("resume", resume))])
     return app
 
 
@@ -346,15 +388,6 @@ async def runs_cancel(state: AppState) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def host_is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname may resolve anywhere: treat it as exposed
-
-
 def bind_check(host: str, settings: Settings) -> None:
     """ConfigError when the address is reachable from other machines and no token is set."""
     if not host_is_loopback(host) and not (settings.serve.token and settings.serve.token.get_secret_value()):
@@ -370,18 +403,36 @@ async def serve_main(settings: Settings, host: str | None, port: int | None) -> 
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
     bind_check(host, settings)
-    runner = web.AppRunner(app_create(settings), access_log=None)
+    app = app_create(settings, host)
+    if app[STATE].hosts.any_host:
+        log_event(log, logging.WARNING, "serve_any_host", host=host,
+                  hint="requests naming any host are answered; set serve.allowed_hosts to the "
+                       "names clients use to refuse DNS rebinding here too")
+    guard = app[STATE].connections
+    guard.max_connections, fd_limit = connections_cap(settings.serve.max_connections)
+    if guard.max_connections < settings.serve.max_connections:
+        log_event(log, logging.WARNING, "serve_connections_capped", max_connections=guard.max_connections,
+                  configured=settings.serve.max_connections, fd_limit=fd_limit,
+                  hint="raise the open-files limit (LimitNOFILE=, ulimit -n) to hold more")
+    idle = settings.serve.idle_timeout_seconds
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle)
     await runner.setup()
+    listener: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, host, port)
+        assert runner.server is not None, "set up above"
         try:
-            await site.start()
+            # Not aiohttp's TCPSite: every connection goes through the guard's protocol factory.
+            listener = await asyncio.get_running_loop().create_server(
+                guard.protocol_factory(runner.server), host, port, backlog=ACCEPT_BACKLOG)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         log_event(log, logging.INFO, "serve_listening", url=f"http://{_url_host(host)}:{port}/",
-                  token_required=runner.app[STATE].token is not None)
+                  token_required=runner.app[STATE].token is not None,
+                  max_connections=guard.max_connections, idle_timeout_seconds=idle)
         await asyncio.Event().wait()
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
 
 

@@ -6,6 +6,7 @@ what is wrong. The bounds here are the ones ``openapi.py`` publishes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -14,14 +15,11 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from enrichctl.domain import SYMBOL_PATTERN as SYMBOL_PATTERN  # openapi publishes the rule
 from enrichctl.domain import AssetClass, Trigger, parse_symbol
 from enrichctl.errors import UsageError
 from enrichctl.service import RunOptions
 
-# What the API accepts before ``parse_symbol`` upper-cases it: ASCII only, no padding, so the
-# published pattern and the server agree exactly (str.upper would map "ﬀ" to "FF").
-SYMBOL_PATTERN = r"^(?:[XCIxci]:)?[A-Za-z0-9][A-Za-z0-9.\-]{0,19}$"
-_SYMBOL_RE = re.compile(SYMBOL_PATTERN, re.ASCII)
 HISTORY_DEFAULT = 20
 HISTORY_MAX = 1000
 TRIGGER_MAX_SYMBOLS = 100
@@ -30,12 +28,11 @@ _INT_RE = re.compile(r"[0-9]{1,7}", re.ASCII)
 
 
 def symbol_param(text: str) -> str:
-    # fullmatch: with match, the pattern's "$" would also accept a trailing newline.
-    if not _SYMBOL_RE.fullmatch(text):
-        raise UsageError(
-            f"invalid symbol {text[:40]!r}: expected a ticker like AAPL, BRK.B, X:BTCUSD, C:EURUSD or I:SPX"
-        )
-    return parse_symbol(text)
+    """The CLI's rule exactly (``domain.parse_symbol``), as a 400."""
+    try:
+        return parse_symbol(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def query_check(query: MultiMapping[str], allowed: tuple[str, ...]) -> None:
@@ -77,15 +74,20 @@ def trigger_options(query: MultiMapping[str]) -> RunOptions:
     return RunOptions(symbols=symbols or None, asset_class=asset_class, trigger=Trigger.API)
 
 
-async def pause_reason(request: web.Request) -> str | None:
+async def pause_reason(request: web.Request, read_timeout: float) -> str | None:
     """The reason from a JSON body ``{"reason": ...}``, else from the ``reason`` query; both are
-    validated when given."""
+    validated when given. A body still incomplete after ``read_timeout`` seconds is a 408."""
     query_check(request.query, ("reason",))
     reason = _reason(request.query.get("reason"))
     if request.can_read_body:
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(reason="send the pause reason as application/json")
-        doc = _json_object(await request.read())
+        try:
+            async with asyncio.timeout(read_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason=f"the body did not arrive within {read_timeout:g} s") from None
+        doc = _json_object(body)
         unknown = set(doc) - {"reason"}
         if unknown:
             raise UsageError(f"unknown field(s) in the body: {', '.join(sorted(unknown))[:100]}")

@@ -22,6 +22,7 @@ from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
 
 NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_START = "1990-01-01"
+WEEK_MS = 7 * MS_PER_DAY
 
 
 def day_start_ms(day: np.ndarray) -> np.ndarray:
@@ -136,6 +137,8 @@ class SessionCalendar:
         timeframe has no fixed grid worth checking (intraday stocks trade outside the session
         too, so for them only whole missing sessions count; see ``expected_days``)."""
         tf = series.timeframe
+        if tf is Timeframe.W1:
+            return self.week_starts(series.asset_class, start_ms, end_ms)
         if tf is Timeframe.D1:
             if series.asset_class.trades_on_exchange_calendar:
                 return self.sessions(start_ms, end_ms).day
@@ -143,6 +146,10 @@ class SessionCalendar:
         if tf.is_intraday and series.asset_class is AssetClass.CRYPTO:
             first = -(-start_ms // tf.ms) * tf.ms
             return np.arange(first, end_ms + 1, tf.ms, dtype=np.int64)
+        if tf.is_intraday and series.asset_class is AssetClass.FOREX:
+            grids = [np.arange(-(-a // tf.ms) * tf.ms, b + 1, tf.ms, dtype=np.int64)
+                     for a, b in forex_weeks(start_ms, end_ms)]
+            return np.concatenate(grids) if grids else np.empty(0, np.int64)
         return None
 
     def expected_days(self, series: Series, start_ms: int, end_ms: int) -> np.ndarray | None:
@@ -155,11 +162,14 @@ class SessionCalendar:
     def last_complete_bar_start(self, series: Series, now_ms: int) -> int | None:
         """The start of the newest bar that should be complete at ``now_ms``, or None."""
         tf = series.timeframe
+        if tf is Timeframe.W1:
+            # A week bar is complete once its week has ended (the demo provider's rule too).
+            weeks = self.week_starts(series.asset_class, now_ms - 35 * MS_PER_DAY, now_ms)
+            done = weeks[weeks + WEEK_MS <= now_ms]
+            return int(done[-1]) if len(done) else None
         if series.asset_class.trades_on_exchange_calendar:
-            if tf is Timeframe.D1 or tf is Timeframe.W1:
+            if tf is Timeframe.D1:
                 sessions = self.sessions(now_ms - 20 * MS_PER_DAY, now_ms - MS_PER_DAY)
-                if tf is Timeframe.W1:
-                    return None
                 # A day bar is complete once its New York day has ended.
                 done = sessions.day[sessions.day + MS_PER_DAY <= now_ms]
                 return int(done[-1]) if len(done) else None
@@ -169,8 +179,6 @@ class SessionCalendar:
                 return None
             last_close = min(int(done[-1]), now_ms)
             return (last_close - tf.ms) // tf.ms * tf.ms
-        if tf is Timeframe.W1:
-            return None
         if tf is Timeframe.D1:
             days = calendar_days(
                 now_ms - 10 * MS_PER_DAY, now_ms, weekdays_only=series.asset_class is AssetClass.FOREX
@@ -178,6 +186,20 @@ class SessionCalendar:
             done = days[days + MS_PER_DAY <= now_ms]
             return int(done[-1]) if len(done) else None
         return (now_ms // tf.ms) * tf.ms - tf.ms
+
+    def week_starts(self, asset_class: AssetClass, start_ms: int, end_ms: int) -> np.ndarray:
+        """Monday midnight New York of every week in [start_ms, end_ms] that has a bar: on the
+        exchange calendar a week with at least one session (a holiday week without any has
+        none), otherwise every week (forex and crypto trade on weekdays)."""
+        lo = start_ms - WEEK_MS
+        if asset_class.trades_on_exchange_calendar:
+            days = self.sessions(lo, end_ms).day
+        else:
+            days = calendar_days(lo, end_ms, weekdays_only=True)
+        day_number = days // MS_PER_DAY  # NY midnight is 04:00/05:00 UTC of the same date
+        weekday = (day_number + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        mondays = np.unique(day_start_ms((day_number - weekday) * MS_PER_DAY))
+        return mondays[(mondays >= start_ms) & (mondays <= end_ms)]
 
     def previous_session_day(self, day_ms: int, n: int = 1) -> int:
         """The NY day start ``n`` sessions before ``day_ms`` (for windows measured in sessions)."""
@@ -199,6 +221,27 @@ def calendar_days(start_ms: int, end_ms: int, *, weekdays_only: bool = False) ->
     return days[(days >= start_ms) & (days <= end_ms)]
 
 
+def forex_weeks(first: int, last: int) -> list[tuple[int, int]]:
+    """The forex trading windows (Sunday 17:00 to Friday 17:00 New York) clipped to [first, last]."""
+    start = datetime.fromtimestamp(first / 1000, NEW_YORK)
+    sunday = (start - timedelta(days=(start.weekday() + 1) % 7)).replace(
+        hour=17, minute=0, second=0, microsecond=0)
+    if sunday > start:
+        sunday -= _WEEK
+    windows = []
+    while int(sunday.timestamp() * 1000) <= last:
+        opens = int(sunday.timestamp() * 1000)
+        closes = int((sunday + timedelta(days=5)).timestamp() * 1000) - 1  # Friday 17:00, exclusive
+        a, b = max(opens, first), min(closes, last)
+        if a <= b:
+            windows.append((a, b))
+        sunday = (sunday + _WEEK).replace(hour=17)  # wall-clock 17:00 across DST changes
+    return windows
+
+
+_WEEK = timedelta(days=7)
+
+
 def utc_date_ms(text: str) -> int:
     """'2024-01-31' -> epoch ms of UTC midnight. ValueError on a bad date."""
     d = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -206,6 +249,6 @@ def utc_date_ms(text: str) -> int:
 
 
 def days_ago_ms(now_ms: int, days: int) -> int:
-    """UTC midnight ``days`` days before ``now_ms``'s day: history starts on a day boundary."""
-    day = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((day - timedelta(days=days)).timestamp() * 1000)
+    """UTC midnight ``days`` days before ``now_ms``'s day: history starts on a day boundary.
+    Integer arithmetic: ``history_days = 99999999`` must not overflow a datetime."""
+    return now_ms - now_ms % MS_PER_DAY - days * MS_PER_DAY

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,11 +48,19 @@ SEED_RESIDUAL = 1e-18
 
 
 def _ta():
-    """TA-Lib, imported on first use: it pulls in pandas, which commands like ``status`` and
-    settings validation do not need."""
-    import talib
-
-    return talib
+    """TA-Lib, imported on first use, and without pandas or polars: TA-Lib imports them only to
+    accept their Series, which we never pass, and pandas alone is most of a second of a run's
+    start-up (a run reads the NYSE calendar from its cache, without pandas)."""
+    if "talib" not in sys.modules:
+        blocked = [name for name in ("pandas", "polars") if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # "import pandas" fails: TA-Lib goes on without it
+        try:
+            import talib  # noqa: F401
+        finally:
+            for name in blocked:
+                del sys.modules[name]
+    return sys.modules["talib"]
 
 
 def _smoothing_bars(decay: float) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from enrichctl.domain import JOB_UNFINISHED, RunStatus, now_ms
-from enrichctl.errors import RunActive, StoreError
+from enrichctl.errors import RunActive, StoreConflict, StoreError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import LeaseRow
@@ -50,7 +50,30 @@ async def run_start_or_join(
     store: Store, run_values: dict[str, Any], *, join: str, ttl_ms: int = LEASE_TTL_MS
 ) -> Joined | None:
     """``join``: "never" (SQLite: a second run exits 75), "allowed" (PostgreSQL: join the active
-    run as another worker), "only" (``run --worker``: join, or None when nothing is active)."""
+    run as another worker), "only" (``run --worker``: join, or None when nothing is active).
+
+    Processes starting at the same moment race for the run; with ``join`` "allowed" a loser joins
+    the winner's run instead of giving up."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return await _start_or_join_once(store, run_values, join=join, ttl_ms=ttl_ms)
+        except _LostRace as lost:
+            if join == "never" or attempt == START_ATTEMPTS:
+                raise RunActive(lost.message) from None
+            await asyncio.sleep(0.2 * attempt)  # let the winner take its lease
+    raise AssertionError("unreachable")
+
+
+START_ATTEMPTS = 5
+
+
+class _LostRace(RunActive):
+    """Another process started a run between our look at the lease and our own start."""
+
+
+async def _start_or_join_once(
+    store: Store, run_values: dict[str, Any], *, join: str, ttl_ms: int
+) -> Joined | None:
     lease = await store.lease_get()
     now = now_ms()
     live = lease is not None and (
@@ -72,14 +95,17 @@ async def run_start_or_join(
         )
     if join == "only":
         return None
-    dead = [r.id for r in await store.runs_running()]
+    # A run whose process lives and which started a moment ago is a start racing ours (its
+    # lease not taken yet), not a dead one: the unique index below settles that race.
+    dead = [r.id for r in await store.runs_running()
+            if not _process_alive(r.host, r.pid) or now - r.started_at > ttl_ms]
     if dead:
         await store.runs_abandon(dead, "abandoned: its process stopped without finishing")
         log_event(log, logging.WARNING, "enrichment_abandoned_runs", runs=",".join(map(str, dead)))
     try:
         run_id = await store.run_create(**run_values)
-    except StoreError:  # the unique index on running runs: someone started one just now
-        raise RunActive("another run started at the same moment; try again when it has finished") from None
+    except StoreConflict:  # the unique index on running runs: someone started one just now
+        raise _LostRace("another run started at the same moment; try again when it has finished") from None
     holder = await store.lease_claim(
         run_id, socket.gethostname(), os.getpid(), ttl_ms,
         dead_run_id=lease.run_id if lease is not None else None,
@@ -87,7 +113,7 @@ async def run_start_or_join(
     if holder.run_id != run_id:
         await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
                                error=f"lost the lease to run {holder.run_id}")
-        raise RunActive(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
+        raise _LostRace(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
     return Joined(run_id, True, worker_id())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from enrichctl.domain import AssetClass, Instrument, Series, Timeframe, ms_to_iso
+from enrichctl.domain import EARLIEST_MS, VERIFY_ISSUE_KINDS, AssetClass, Instrument, Series, Timeframe, ms_to_iso
 from enrichctl.errors import UsageError
 from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms
 from enrichctl.providers.base import Provider
@@ -21,6 +21,7 @@ class Mode(StrEnum):
     INCREMENTAL = "incremental"  # from a few bars before the watermark to the last complete bar
     FULL = "full"  # refetch and replace the whole series
     UP_TO_DATE = "up_to_date"  # the last complete bar is stored: no request at all
+    RANGE = "range"  # refetch [--since, --until] into a stored series; the rest stays as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class SeriesPlan:
     requests: int
     recompute_indicators: bool  # the configured indicator set changed since the last write
     source: str = "series"  # "grouped": served by the run's grouped-daily responses
+    action: str | None = None  # a corporate action (or a provider change) forces a full refetch
+    provider_change: bool = False  # the stored bars came from another provider: replace them all
 
     def doc(self) -> dict:
         return {
@@ -47,6 +50,7 @@ class SeriesPlan:
             "requests": self.requests,
             "source": self.source,
             "recompute_indicators": self.recompute_indicators,
+            "action": self.action,
         }
 
 
@@ -118,8 +122,11 @@ async def plan_build(
     since: int | None,
     full_refresh: bool,
     indicator_fingerprint: str,
+    until: int | None = None,
 ) -> RunPlan:
+    """``until`` (inclusive, epoch ms) ends every range there: a backfill of [since, until]."""
     jobs = []
+    mismatched = await store.series_with_issues(VERIFY_ISSUE_KINDS)
     for instrument in instruments:
         tasks = []
         for tf in timeframes:
@@ -127,7 +134,8 @@ async def plan_build(
             tasks.append(
                 await _series_plan(
                     store, calendar, provider, settings, series, now=now, since=since,
-                    full_refresh=full_refresh, fingerprint=indicator_fingerprint,
+                    full_refresh=full_refresh, fingerprint=indicator_fingerprint, until=until,
+                    mismatched=(series.symbol, tf.value) in mismatched,
                 )
             )
         jobs.append(JobPlan(instrument, tuple(tasks)))
@@ -145,20 +153,45 @@ async def _series_plan(
     since: int | None,
     full_refresh: bool,
     fingerprint: str,
+    until: int | None = None,
+    mismatched: bool = False,
 ) -> SeriesPlan:
+    """``mismatched``: verify recorded stored values that differ (from the provider or from a
+    recompute); a full refetch repairs the series and clears what verify recorded."""
     row = await store.series_get(series)
     watermark = row.watermark if row else None
     wanted_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
+    wanted_start = max(wanted_start, EARLIEST_MS)  # never a negative instant to the provider
     asked_before = row.requested_from if row is not None else None
     # A refetch never starts later than any earlier fetch did: stored history is never dropped.
     history_start = min(wanted_start, asked_before) if asked_before is not None else wanted_start
     end = calendar.last_complete_bar_start(series, now)
     if end is None:
         end = now - series.timeframe.ms
+    if until is not None:
+        end = min(end, until)
     recompute = bool(row and row.bar_count and row.indicator_set != fingerprint)
+    first = row.first_ts if row is not None else None
+    action = None
+    if row is not None and watermark is not None and row.provider != provider.name and until is None:
+        # Synthetic and real bars never share a series: another provider replaces it whole.
+        action = f"stored bars came from {row.provider}, this run fetches from {provider.name}"
+        full_refresh = True
+    repair = None
+    if mismatched and action is None and watermark is not None and until is None:
+        repair = "verify found stored values that differ"
+        full_refresh = True
 
-    if watermark is None:
+    if row is not None and row.delisted_at is not None and not full_refresh:
+        mode, start = Mode.UP_TO_DATE, None  # a delisted ticker has no new bar to wait for
+    elif watermark is None:
+        if until is not None:  # a backfill asks exactly its range
+            history_start = wanted_start
         mode, start = Mode.NEW, history_start
+    elif until is not None or (full_refresh and since is not None and first is not None and since > first):
+        # An explicit range (a backfill, or a refresh from --since on): refetch exactly it and
+        # keep the stored bars outside it.
+        mode, start = Mode.RANGE, wanted_start
     elif full_refresh or (since is not None and asked_before is not None and since < asked_before):
         # --since earlier than anything asked before is a backfill: refetch from there.
         mode, start = Mode.FULL, history_start
@@ -171,7 +204,9 @@ async def _series_plan(
     if start is not None and start > end:
         mode, start = Mode.UP_TO_DATE, None
     requests = provider.requests_needed(series, start, end) if start is not None else 0
-    return SeriesPlan(series, mode, start, end, watermark, history_start, requests, recompute)
+    return SeriesPlan(series, mode, start, end, watermark, history_start, requests, recompute,
+                      action=(action or repair) if mode is Mode.FULL else None,
+                      provider_change=action is not None and mode is Mode.FULL)
 
 
 GROUPED_CLASSES = (AssetClass.STOCK, AssetClass.ETF)

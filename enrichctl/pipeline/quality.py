@@ -29,6 +29,7 @@ from enrichctl.domain import (
     ms_to_iso,
 )
 from enrichctl.pipeline.calendar import SessionCalendar, ny_midnight_ms
+from enrichctl.pipeline.checks import neighbour_issues
 from enrichctl.settings import QualitySettings
 
 MAX_ISSUES_PER_KIND = 50
@@ -96,6 +97,7 @@ def check_batch(
     issues += _emit(IssueKind.NON_SESSION, _non_session(series, bars, calendar))
     issues += _emit(IssueKind.PRICE_SPIKE, _spikes(tail, bars, config))
     issues += _emit(IssueKind.VOLUME_ANOMALY, *_volume_anomalies(series, tail, bars, config))
+    issues += neighbour_issues(series, tail, bars, calendar)
     if len(bars):
         first = int(tail.ts[-1]) if len(tail) else int(bars.ts[0])
         present = np.concatenate([tail.ts[-1:], bars.ts])
@@ -122,6 +124,7 @@ def check_stored(
     issues += _emit(IssueKind.OHLC, bad_found, _inconsistent(bars))
     issues += _emit(IssueKind.NON_SESSION, _non_session(series, bars, calendar))
     issues += _emit(IssueKind.PRICE_SPIKE, _spikes(Bars.empty(), bars, config))
+    issues += neighbour_issues(series, Bars.empty(), bars, calendar)
     if len(bars):
         issues += _emit(
             IssueKind.GAP, _gaps(series, bars.ts, int(bars.ts[0]), int(bars.ts[-1]), calendar)
@@ -320,6 +323,8 @@ def _gaps(
         unit = "bar" if series.timeframe.is_intraday else "day"
         if series.asset_class.trades_on_exchange_calendar:
             unit = "session"
+        if series.timeframe is Timeframe.W1:
+            unit = "week"
     else:
         expected = calendar.expected_days(series, first, last)
         if expected is None:  # weekly bars, forex intraday: no grid worth checking

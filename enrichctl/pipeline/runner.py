@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from enrichctl.domain import AssetClass, Instrument, JobStatus, now_ms
@@ -25,13 +25,17 @@ from enrichctl.errors import (
     ConfigError,
     EnrichError,
     ProviderError,
+    ProviderUnavailable,
     StoreError,
+    StoreFault,
     TemporaryError,
+    UnknownTickerError,
 )
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
 from enrichctl.providers.base import RequestRecord
+from enrichctl.store.repo import JobEnd
 
 log = get_logger("runner")
 
@@ -50,6 +54,7 @@ class JobResult:
     issues: int = 0
     error: str | None = None
     duration_ms: float = 0.0
+    actions: list[str] = field(default_factory=list)  # corporate actions that caused refetches
 
     def doc(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,26 @@ class JobResult:
             "issues": self.issues,
             "error": self.error,
             "duration_ms": round(self.duration_ms, 1),
+            "actions": sorted(set(self.actions)),
+        }
+
+    def tally(self, plan: SeriesPlan, outcome: TaskOutcome) -> None:
+        """Count one finished task."""
+        self.bars_fetched += outcome.bars_fetched
+        self.bars_written += outcome.bars_written
+        self.issues += outcome.issues
+        self.readjusted += int(outcome.readjusted)
+        if outcome.action is not None:
+            self.actions.append(outcome.action)
+        self.up_to_date += int(plan.mode is Mode.UP_TO_DATE)
+
+    def end_values(self) -> dict[str, Any]:
+        """The job row's last update."""
+        return {
+            "status": self.status.value, "finished_at": now_ms(), "duration_ms": self.duration_ms,
+            "bars_fetched": self.bars_fetched, "bars_written": self.bars_written,
+            "lease_expires_at": None,
+            "error": self.error if self.status is JobStatus.FAILED else None,
         }
 
 
@@ -127,7 +152,9 @@ class Runner:
         self.plan_job = plan_job
         self.requests = requests  # filled by the provider's sink; flushed after every task
         self.progress = progress or (lambda _kind, _data: None)
-        self.abort: ConfigError | None = None
+        # What ended the whole run: a configuration error, a provider that is not there, or a
+        # storage fault no retry mends (a read-only file, a full disk).
+        self.abort: ConfigError | ProviderUnavailable | StoreFault | None = None
         self.results: list[JobResult] = []
         self._working: set[int] = set()  # ids of the jobs the slots are working on
 
@@ -152,6 +179,9 @@ class Runner:
                 if not await self._claim_and_work(run_id):
                     return
                 failures = 0
+            except StoreFault as exc:
+                self.abort = exc  # a read-only file or a full disk: every other job meets it too
+                return
             except StoreError as exc:
                 # A dropped connection or a busy database: its bookkeeping failed, not the job's
                 # data (that commits atomically). Back off and go on; the job it held is handed
@@ -188,8 +218,10 @@ class Runner:
             return True
         self._working.add(job.id)
         try:
-            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), job.attempts)
-            result = await self._job(job.id, job.attempts, plan)
+            # The claim started the job's next attempt (counted it, marked it running).
+            before = job.attempts - 1
+            plan = await self.plan_job(Instrument(job.symbol, AssetClass(job.asset_class)), before)
+            result = await self._job(job.id, before, plan)
         finally:
             self._working.discard(job.id)
         if result is not None:
@@ -209,22 +241,26 @@ class Runner:
         """Run one claimed job to its end; None when another worker took it over meanwhile."""
         symbol = job.instrument.symbol
         store = self.ctx.store
-        result = JobResult(symbol, JobStatus.RUNNING, attempts_before)
+        result = JobResult(symbol, JobStatus.RUNNING, attempts_before + 1)  # the claim's attempt
         remaining = list(job.tasks)
         started = time.perf_counter()
+        ended = False  # the job's end was committed with its last task
         while True:
-            result.attempts += 1
-            if not await store.job_update_claimed(job_id, self.worker, status=JobStatus.RUNNING.value,
-                                                  attempts=result.attempts):
+            if result.attempts > attempts_before + 1 and not await store.job_update_claimed(
+                job_id, self.worker, status=JobStatus.RUNNING.value, attempts=result.attempts
+            ):
                 return None
             log_event(log, logging.INFO, "enrichment_job_started", run_id=self.ctx.run_id,
                       symbol=symbol, attempt=result.attempts,
                       timeframes=",".join(t.series.timeframe.value for t in remaining))
             failed: list[tuple[SeriesPlan, EnrichError]] = []
-            for plan in remaining:
+            for index, plan in enumerate(remaining):
+                # The last task of an attempt with no failure so far ends the job if it succeeds:
+                # its commit carries the job's end (one transaction fewer per job).
+                closing = result if index == len(remaining) - 1 and not failed else None
                 try:
-                    outcome = await self._task(job_id, plan, result.attempts)
-                except ConfigError as exc:
+                    outcome, ended = await self._task(job_id, plan, result.attempts, closing, started)
+                except (ConfigError, ProviderUnavailable, StoreFault) as exc:
                     self.abort = exc
                     failed.append((plan, exc))
                     break
@@ -232,11 +268,7 @@ class Runner:
                     # TemporaryError: an open circuit or a full bulkhead; it passes by itself.
                     failed.append((plan, exc))
                     continue
-                result.bars_fetched += outcome.bars_fetched
-                result.bars_written += outcome.bars_written
-                result.issues += outcome.issues
-                result.readjusted += int(outcome.readjusted)
-                result.up_to_date += int(plan.mode is Mode.UP_TO_DATE)
+                result.tally(plan, outcome)
             if not failed:
                 result.status = JobStatus.SUCCEEDED
                 result.error = None  # an earlier attempt's error is history now
@@ -259,13 +291,10 @@ class Runner:
                       attempt=result.attempts, delay_s=round(delay, 2), error=error)
             await asyncio.sleep(delay)
             remaining = [p for p, _ in failed]
-        result.duration_ms = (time.perf_counter() - started) * 1000
-        await store.job_update_claimed(
-            job_id, self.worker, status=result.status.value, finished_at=now_ms(),
-            duration_ms=result.duration_ms, bars_fetched=result.bars_fetched,
-            bars_written=result.bars_written, lease_expires_at=None,
-            error=result.error if result.status is JobStatus.FAILED else None,
-        )
+            result.attempts += 1
+        if not ended:
+            result.duration_ms = (time.perf_counter() - started) * 1000
+            await store.job_update_claimed(job_id, self.worker, **result.end_values())
         if result.status is JobStatus.SUCCEEDED:
             log_event(log, logging.INFO, "enrichment_completed", run_id=self.ctx.run_id,
                       symbol=symbol, bars_fetched=result.bars_fetched,
@@ -276,7 +305,12 @@ class Runner:
                       symbol=symbol, attempts=result.attempts, error=result.error)
         return result
 
-    async def _task(self, job_id: int, plan: SeriesPlan, attempt: int) -> TaskOutcome:
+    async def _task(
+        self, job_id: int, plan: SeriesPlan, attempt: int, closing: JobResult | None = None,
+        started: float = 0.0,
+    ) -> tuple[TaskOutcome, bool]:
+        """Run and commit one task; with ``closing`` (the job's result so far) a success also
+        commits the job's end, and the flag says so."""
         store = self.ctx.store
         series = plan.series
         row = {
@@ -294,6 +328,8 @@ class Runner:
                       "error": exc.message, "bars_fetched": 0, "bars_written": 0,
                       "indicator_values": 0}
             await store.task_record(failed, mine + self._drain_requests())
+            if isinstance(exc, UnknownTickerError):
+                raise  # no series is kept for a ticker the provider does not know
             await store.series_touch(series, self.ctx.provider.name, self.ctx.provider.synthetic,
                                      last_attempt_at=now_ms(), last_error=exc.message)
             raise
@@ -307,12 +343,21 @@ class Runner:
         )
         # The task's record and the provider calls it made commit with its data, or alone.
         requests = mine + self._drain_requests()
+        job_end = None
+        if closing is not None:
+            # What the job will be once this commits; ``closing`` itself is tallied after it.
+            end = replace(closing, actions=list(closing.actions), status=JobStatus.SUCCEEDED, error=None)
+            end.tally(plan, outcome)
+            end.duration_ms = (time.perf_counter() - started) * 1000
+            job_end = JobEnd(job_id, self.worker, end.end_values())
         if write is not None:
-            await store.series_commit(write, task=row, requests=requests)
+            await store.series_commit(write, task=row, requests=requests, job=job_end)
         else:
-            await store.task_record(row, requests)
+            await store.task_record(row, requests, job_end)
+        if closing is not None:
+            closing.duration_ms = job_end.values["duration_ms"]
         self.progress("task_done", {"series": str(series), "outcome": outcome})
-        return outcome
+        return outcome, job_end is not None
 
     def _drain_requests(self) -> list[RequestRecord]:
         """Calls made outside any task (the grouped prefetch), committed with the next task."""

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
-from enrichctl.errors import PermanentProviderError
+from enrichctl.errors import PermanentProviderError, UnknownTickerError
 from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import check_batch, check_stale, quality_score
+from enrichctl.pipeline.score import expected_counter
+from enrichctl.providers.reference import TickerState
 from enrichctl.providers.base import Provider
 from enrichctl.settings import QualitySettings
 from enrichctl.store.repo import SeriesWrite, Store
@@ -50,6 +52,7 @@ class TaskOutcome:
     issues: int
     readjusted: bool
     watermark: int | None
+    action: str | None = None  # the corporate action that made this run refetch the series
 
 
 async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome, SeriesWrite | None]:
@@ -65,18 +68,36 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
     fetched = await ctx.provider.fetch_bars(series, plan.start, plan.end)
     fetched_count = len(fetched)
     issues: list[QualityIssue] = []
+    delisted_at: int | None = None
+    if plan.mode is Mode.NEW and not len(fetched):
+        delisted_at = await _ticker_check(ctx, series, issues)
+    if plan.action is not None:
+        issues.append(QualityIssue(
+            IssueKind.READJUSTED, Severity.WARNING,
+            f"{plan.action}: refetched the whole series"
+            + (" (prices split-adjusted)" if plan.action.startswith("split") else ""), None,
+        ))
     replace = plan.mode in (Mode.NEW, Mode.FULL)
     readjusted = False
     recompute = plan.recompute_indicators
     watermark = plan.watermark
     late = Bars.empty()
+    context = Bars.empty()
 
     if plan.mode is Mode.INCREMENTAL:
         assert watermark is not None
+        # One read serves the overlap check, the quality checks' baselines and the indicators'
+        # warm-up: the stored tail.
+        wanted = max(ctx.indicators.warmup, CONTEXT_BARS)
+        context = await ctx.store.bars_tail(series, wanted)
+        if len(context) < wanted or int(context.ts[0]) <= plan.start:  # the tail holds the overlap
+            stored = context.take((context.ts >= plan.start) & (context.ts <= watermark))
+        else:
+            stored = await ctx.store.bars_range(series, plan.start, watermark)
         # Grouped-daily volume may be counted differently from the series endpoint's: compare
         # prices only there (a split or dividend moves prices anyway).
         fields = PRICE_FIELDS if plan.source == "grouped" else PRICE_FIELDS + ("volume",)
-        changed, late = await _overlap_check(ctx.store, series, fetched, plan.start, watermark, fields)
+        changed, late = _overlap_check(stored, fetched, plan.start, watermark, fields)
         if changed is None and len(late):
             # Bars the provider published after later ones were stored: fill the holes, and
             # since every later indicator value depends on them, recompute the whole series.
@@ -92,12 +113,14 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
             issues.append(
                 QualityIssue(IssueKind.READJUSTED, Severity.WARNING, changed, _first_ts(fetched))
             )
-            fetched = await ctx.provider.fetch_bars(series, plan.history_start, plan.end)
+            # A grouped-daily answer holds one day: refetch the whole series on its own.
+            source = getattr(ctx.provider, "inner", ctx.provider)
+            fetched = await source.fetch_bars(series, plan.history_start, plan.end)
             fetched_count += len(fetched)
     fetch_ms = (time.perf_counter() - started) * 1000
 
-    if replace:
-        context = Bars.empty()
+    ranged = plan.mode is Mode.RANGE
+    if replace or ranged:
         result = check_batch(series, fetched, plan.history_start if readjusted else plan.start,
                              plan.end, ctx.calendar, ctx.quality, context=None)
     else:
@@ -105,19 +128,25 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
         # Overlap bars were verified equal above; bars after the watermark (and late ones that
         # fill a hole) are new; bars before the asked start are strays the check records.
         keep = (fetched.ts > watermark) | (fetched.ts < plan.start) | np.isin(fetched.ts, late.ts)
-        context = await ctx.store.bars_tail(series, max(ctx.indicators.warmup, CONTEXT_BARS))
         result = check_batch(series, fetched.take(keep), watermark + 1 if not len(late) else plan.start,
                              plan.end, ctx.calendar, ctx.quality, context=context)
     issues.extend(result.issues)
     new_bars = result.bars
-    if replace and watermark is not None:
+    if replace and watermark is not None and not plan.provider_change:
         await _refetch_covers(ctx.store, series, new_bars, watermark)
 
     compute_started = time.perf_counter()
     periods = series.timeframe.periods_per_year(series.asset_class)
-    if replace or recompute:
-        # New bars never share a timestamp with stored ones; late ones sort into the middle.
-        full = new_bars if replace else Bars.concat([await ctx.store.bars_range(series), new_bars]).sorted()
+    if replace or recompute or ranged:
+        # New bars never share a timestamp with stored ones, except a range's, which replace
+        # theirs; late ones sort into the middle.
+        if replace:
+            full = new_bars
+        else:
+            stored = await ctx.store.bars_range(series)
+            if ranged:
+                stored = stored.take(~np.isin(stored.ts, new_bars.ts))
+            full = Bars.concat([stored, new_bars]).sorted()
         values = ctx.indicators.compute(full, periods)
         indicator_ts = full.ts
     else:
@@ -131,7 +160,10 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
 
     new_watermark = max(int(new_bars.ts[-1]), watermark or 0) if len(new_bars) else watermark
     stale = check_stale(series, new_watermark, ctx.now, ctx.calendar, ctx.quality)
-    if stale is not None:
+    if stale is not None and plan.mode is Mode.INCREMENTAL and not len(new_bars):
+        # Nothing new for a stale series: a delisted ticker is finished, not late.
+        delisted_at = await _delisted_check(ctx, series)
+    if stale is not None and delisted_at is None:
         issues.append(stale)
     write = SeriesWrite(
         series=series,
@@ -146,9 +178,13 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
         replace=replace,
         batch_score=quality_score(len(new_bars), result.issues),
         requested_from=plan.history_start if replace else None,
+        expected=expected_counter(series, ctx.calendar),
+        delisted_at=delisted_at,
+        full_fetched_at=ctx.now if replace else None,
     )
     outcome = TaskOutcome(fetched_count, len(new_bars), indicator_values, fetch_ms, compute_ms,
-                          len(issues), readjusted, new_watermark)
+                          len(issues), readjusted or plan.action is not None, new_watermark,
+                          plan.action)
     return outcome, write
 
 
@@ -169,13 +205,12 @@ async def _recompute_only(
     return TaskOutcome(0, 0, indicator_values, 0.0, compute_ms, 0, False, watermark), write
 
 
-async def _overlap_check(
-    store: Store, series: Series, fetched: Bars, start: int, watermark: int,
-    fields: tuple[str, ...],
+def _overlap_check(
+    stored: Bars, fetched: Bars, start: int, watermark: int, fields: tuple[str, ...],
 ) -> tuple[str | None, Bars]:
-    """Compare re-read bars with the stored ones: a description of the first difference (the
-    past was re-adjusted), and the re-read bars that were never stored (published late)."""
-    stored = await store.bars_range(series, start, watermark)
+    """Compare re-read bars with the ``stored`` ones of [start, watermark]: a description of the
+    first difference (the past was re-adjusted), and the re-read bars that were never stored
+    (published late)."""
     again = fetched.take((fetched.ts >= start) & (fetched.ts <= watermark))
     if len(again) == 0:
         return None, Bars.empty()  # the provider sent nothing for the overlap: nothing to compare
@@ -212,6 +247,32 @@ async def _refetch_covers(store: Store, series: Series, bars: Bars, watermark: i
             f"refetch returned {got} but bars are stored from {ms_to_iso(first)} to "
             f"{ms_to_iso(watermark)}: kept the stored series (the provider may keep less history than is stored)"
         )
+
+
+async def _ticker_check(ctx: TaskContext, series: Series, issues: list[QualityIssue]) -> int | None:
+    """A new series' first fetch returned no bar: ask the reference data once. Unknown: fail
+    (nothing is stored); delisted: keep it marked; known: a warning. Returns the delisting time."""
+    state_of = getattr(ctx.provider, "ticker_state", None)
+    state = await state_of(series.symbol) if state_of is not None else TickerState.ACTIVE
+    if state is TickerState.UNKNOWN:
+        raise UnknownTickerError(f"unknown to {ctx.provider.name}: {series.symbol}")
+    if state is TickerState.INACTIVE:
+        issues.append(QualityIssue(IssueKind.GAP, Severity.WARNING,
+                                   f"{series.symbol} is delisted: no bars in the range", None))
+        return ctx.now
+    issues.append(QualityIssue(IssueKind.GAP, Severity.WARNING,
+                               f"{ctx.provider.name} has no bars of {series.symbol} in the range", None))
+    return None
+
+
+async def _delisted_check(ctx: TaskContext, series: Series) -> int | None:
+    row = await ctx.store.series_get(series)
+    if row is not None and row.delisted_at is not None:
+        return row.delisted_at
+    state_of = getattr(ctx.provider, "ticker_state", None)
+    if state_of is None:
+        return None
+    return ctx.now if await state_of(series.symbol) is TickerState.INACTIVE else None
 
 
 def _first_ts(bars: Bars) -> int | None:

@@ -56,13 +56,21 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def provider_check(settings: Settings) -> None:
-    """ConfigError when the configured provider cannot work as configured (e.g. no key)."""
+def provider_check(settings: Settings, *, for_api: bool = False) -> None:
+    """ConfigError when the configured provider cannot work as configured (e.g. no key).
+    ``for_api``: the advice is for an HTTP client, who cannot set the server's variables or
+    flags."""
     from enrichctl.errors import ConfigError
 
     if settings.provider == "polygon" and (
         settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value()
     ):
+        if for_api:
+            raise ConfigError(
+                "this server has no Polygon API key, so it cannot start runs: ask its operator to "
+                "set POLYGON_API_KEY (or polygon.api_key) and restart 'enrichctl serve'; the "
+                "read-only endpoints keep working"
+            )
         raise ConfigError(
             "no Polygon API key: set POLYGON_API_KEY (or polygon.api_key in the config file), "
             "or run with --provider demo for offline synthetic data"

@@ -5,6 +5,11 @@ bars before its watermark and treats any change as re-adjusted history, so fetch
 call or in a hundred pieces must give bit-identical bars. The price is a sum of octaves of smooth
 value noise on absolute, epoch-anchored grids, exponentiated; nothing depends on the asked range.
 Which bars exist follows the same calendar as the quality checks, so a demo series has no gaps.
+
+Like Polygon's adjusted aggregates, the bars before a split come back split-adjusted once the split
+has happened (by the provider's clock), and unadjusted before; ``corporate_actions`` lists it, so
+a run takes the same reference path offline: ``DEMO_SPLITS`` holds one, GOOGL's 20-for-1 of
+2022-07-18.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 
 from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe, now_ms
-from enrichctl.pipeline.calendar import SessionCalendar, day_start_ms
+from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, day_start_ms
 from enrichctl.providers.base import RequestRecord, RequestSink
+from enrichctl.providers.reference import CorporateAction
 
 CHUNK_BARS = 50_000  # bars per simulated request, like Polygon's ``limit``
 REGULAR_SESSION_MS = 390 * 60_000  # 09:30-16:00 New York: one day's share of stock volume
@@ -34,6 +41,10 @@ OCTAVES_MS = tuple(_TOP_WAVELENGTH_MS >> k for k in range(21))
 # 40 years of days; test_daily_log_returns_have_a_plausible_volatility guards the result).
 _AMPLITUDE_NORM = 0.916
 _LONG_OCTAVES = 5  # octaves 0..4 (1024 .. 64 days) are the "long" ones long_damping applies to
+
+# The demo's corporate actions: deterministic, on a fixed date, on a symbol of the default universe.
+DEMO_SPLITS = (CorporateAction("GOOGL", "split", "2022-07-18", ratio=20.0),)
+ADJUSTED_DECIMALS = 4  # split-adjusted prices keep more decimals, as Polygon's do
 
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
@@ -215,8 +226,10 @@ class DemoProvider:
         sink: RequestSink | None = None,
         seed: int = 0,
         clock: Callable[[], int] = now_ms,
+        splits: tuple[CorporateAction, ...] = DEMO_SPLITS,
     ) -> None:
         self._calendar = calendar
+        self._splits = splits
         self._sink = sink
         self._seed = seed
         self._clock = clock
@@ -247,6 +260,34 @@ class DemoProvider:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the Protocol."""
+
+    async def corporate_actions(self, kind: str, since: str) -> list[CorporateAction]:
+        """The splits executed from ``since`` (YYYY-MM-DD) up to the clock's today; no dividends."""
+        today = datetime.fromtimestamp(self._clock() / 1000, NEW_YORK).strftime("%Y-%m-%d")
+        return [a for a in self._splits if a.kind == kind and since <= a.ex_date <= today]
+
+    def _split_adjusted(self, series: Series, bars: Bars) -> Bars:
+        """The synthetic path is the split-adjusted history. Before a split the bars traded at
+        ``ratio`` times its prices (in cents, volume in whole shares); once the split has
+        happened they come back adjusted from those: prices / ratio (4 decimals), volume x ratio."""
+        for split in self._splits:
+            if split.symbol != series.symbol or not split.ratio or not len(bars):
+                continue
+            execution = int(datetime.strptime(split.ex_date, "%Y-%m-%d")
+                            .replace(tzinfo=NEW_YORK).timestamp() * 1000)
+            before = bars.ts < execution
+            if not before.any():
+                continue
+            r, decimals = split.ratio, self._model(series).decimals
+            prices = [np.round(x * r, decimals) for x in (bars.open, bars.high, bars.low, bars.close, bars.vwap)]
+            volume = np.round(bars.volume / r)
+            if execution <= self._clock():
+                prices = [np.round(x / r, ADJUSTED_DECIMALS) for x in prices]
+                volume = volume * r
+            o, h, lo, c, vw = (np.where(before, x, old) for x, old in zip(
+                prices, (bars.open, bars.high, bars.low, bars.close, bars.vwap), strict=True))
+            bars = Bars(bars.ts, o, h, lo, c, np.where(before, volume, bars.volume), vw, bars.trades)
+        return bars
 
     def _record(self, series: Series, bars: int, latency_ms: float) -> None:
         if self._sink is None:
@@ -336,11 +377,15 @@ class DemoProvider:
         return self._models[key]
 
     def _bars(self, series: Series, layout: _Layout) -> Bars:
-        """Bar values; each row depends only on its own ts (and the symbol, timeframe, seed)."""
+        """Bar values; each row depends only on its own ts (and the symbol, timeframe, seed),
+        and on the splits that have happened."""
         if not len(layout.ts):
             return Bars.empty()
         if series.timeframe is Timeframe.W1:
-            return self._weekly_bars(series, layout.ts)
+            return self._weekly_bars(series, layout.ts)  # from the (adjusted) day bars
+        return self._split_adjusted(series, self._raw_bars(series, layout))
+
+    def _raw_bars(self, series: Series, layout: _Layout) -> Bars:
         model = self._model(series)
         finest = min(series.timeframe.ms, MS_PER_DAY)
         t_open, t_close = layout.t_open, layout.t_close

@@ -21,6 +21,12 @@ import aiohttp
 import numpy as np
 from yarl import URL
 
+from enrichctl.providers.reference import (
+    CorporateAction,
+    TickerState,
+    polygon_actions,
+    polygon_ticker_state,
+)
 from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, Series
 from enrichctl.errors import (
     ConfigError,
@@ -123,6 +129,7 @@ class PolygonProvider:
                 f"got {settings.base_url!r}"
             )
         self._origin = base.origin()
+        self._hostport = f"{base.host}:{base.port}"
         self._prefix = base.path.rstrip("/")
         self._session = session
         self._owns_session = session is None
@@ -240,6 +247,13 @@ class PolygonProvider:
         bars = _bars_of(rows, url, ts=day_start)
         return {t: bars.take(slice(i, i + 1)) for i, t in enumerate(tickers)}
 
+    async def corporate_actions(self, kind: str, since: str) -> list[CorporateAction]:
+        """Splits or dividends of every ticker since ``since`` (see providers/reference.py)."""
+        return await polygon_actions(self, kind, since)
+
+    async def ticker_state(self, symbol: str) -> TickerState:
+        return await polygon_ticker_state(self, symbol)
+
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:
             await self._session.close()
@@ -302,13 +316,13 @@ class PolygonProvider:
             bars = len(results) if isinstance(results, list) else 0
         except TimeoutError:
             error: ProviderError = RetryableProviderError(
-                f"Polygon did not answer {url.path} within {self._settings.timeout_seconds:g} s"
+                f"no answer from {self._hostport} within {self._settings.timeout_seconds:g} s"
             )
             self._record(symbol, timeframe, endpoint, status, started, 0, error)
             raise error from None
         except aiohttp.ClientError as exc:
             error = RetryableProviderError(
-                f"cannot reach Polygon for {url.path}: {type(exc).__name__}", status=status
+                self._redact(_transport_cause(exc, self._hostport)), status=status
             )
             self._record(symbol, timeframe, endpoint, status, started, 0, error)
             raise error from None
@@ -377,6 +391,20 @@ class PolygonProvider:
                 error=self._redact(str(error)) if error is not None else None,
             )
         )
+
+
+def _transport_cause(exc: aiohttp.ClientError, hostport: str) -> str:
+    """What went wrong on the way to the provider, in words: refused, unresolvable, reset."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {hostport.rpartition(':')[0]} (DNS lookup failed)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"cannot connect to {hostport} (connection refused)"
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect to {hostport} ({reason.lower()})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{hostport} closed the connection without an answer"
+    return f"cannot reach {hostport} ({type(exc).__name__})"
 
 
 def _decode(raw: bytes, url: URL) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from enrichctl.errors import RetryableProviderError, TemporaryError
+from enrichctl.errors import ConfigError, RetryableProviderError, TemporaryError
 from enrichctl.resilience.clock import Clock
 
 T = TypeVar("T")
@@ -30,16 +30,22 @@ class BreakerState(StrEnum):
 class CircuitOpen(TemporaryError):
     """The breaker rejected a call without making it; ``retry_in`` says when it will admit one."""
 
-    def __init__(self, name: str, retry_in: float, *, trials_in_flight: bool = False) -> None:
+    def __init__(
+        self, name: str, retry_in: float, *, trials_in_flight: bool = False,
+        cause: str | None = None,
+    ) -> None:
         if trials_in_flight:
             message = (
                 f"circuit {name!r} is half-open and its trial calls are in flight; retry shortly"
             )
         else:
             message = f"circuit {name!r} is open; retry in {retry_in:.1f} s"
+        if cause:
+            message += f" (last error: {cause})"
         super().__init__(message)
         self.name = name
         self.retry_in = retry_in
+        self.cause = cause
 
 
 def counts_as_failure(exc: BaseException) -> bool:
@@ -52,6 +58,13 @@ def counts_as_failure(exc: BaseException) -> bool:
     if isinstance(exc, RetryableProviderError) and exc.status == 429:
         return False
     return isinstance(exc, RetryableProviderError | TimeoutError | ConnectionError)
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """True when no HTTP answer came back at all: refused, unresolvable, reset, timed out."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, RetryableProviderError) and exc.status is None
 
 
 class BreakerPermit:
@@ -103,6 +116,11 @@ class CircuitBreaker:
         self._trials_succeeded = 0
         self._times_opened = 0
         self._rejected = 0
+        # Why the provider looks unhealthy, and whether it ever answered: a breaker that opened on
+        # transport failures before any answer came back says the provider is unreachable.
+        self._last_error: str | None = None
+        self._last_transport = False
+        self._answered = False
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -112,12 +130,12 @@ class CircuitBreaker:
             remaining = self._opened_at + self.recovery_timeout - self._clock.monotonic()
             if remaining > 0:
                 self._rejected += 1
-                raise CircuitOpen(self.name, remaining)
+                raise CircuitOpen(self.name, remaining, cause=self._last_error)
             self._transition(BreakerState.HALF_OPEN)
         if self._state is BreakerState.HALF_OPEN:
             if self._trials_in_flight + self._trials_succeeded >= self.half_open_calls:
                 self._rejected += 1
-                raise CircuitOpen(self.name, 0.0, trials_in_flight=True)
+                raise CircuitOpen(self.name, 0.0, trials_in_flight=True, cause=self._last_error)
             self._trials_in_flight += 1
             return BreakerPermit(self._generation, trial=True)
         return BreakerPermit(self._generation, trial=False)
@@ -157,13 +175,35 @@ class CircuitBreaker:
         try:
             result = await fn()
         except BaseException as exc:  # classified and re-raised, CancelledError included
+            self._note(exc)
             if counts_as_failure(exc):
                 self.record_failure(permit)
             else:
                 self.release(permit)
             raise
+        self._answered = True
         self.record_success(permit)
         return result
+
+    def _note(self, exc: BaseException) -> None:
+        """Remember the last failure's cause, and whether the provider has answered at all."""
+        if is_transport_failure(exc):
+            self._last_error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            self._last_transport = True
+        elif getattr(exc, "status", None) is not None or isinstance(exc, ConfigError):
+            # Any HTTP answer (a 5xx, a 429, a refused key) shows the provider is there.
+            self._answered = True
+            if counts_as_failure(exc):
+                self._last_error = getattr(exc, "message", None) or str(exc)
+                self._last_transport = False
+
+    @property
+    def unreachable_cause(self) -> str | None:
+        """The cause when the breaker is open on transport failures and no call was ever answered:
+        waiting for the recovery timeout would not help this run."""
+        if self._state is BreakerState.OPEN and self._last_transport and not self._answered:
+            return self._last_error
+        return None
 
     def _settle(self, permit: BreakerPermit) -> bool:
         """Mark the permit used; False when already used or from an older generation."""

@@ -70,7 +70,8 @@ class ResilienceRegistry:
 
     def add_rate_limiter(self, name: str, limiter: Any) -> Any:
         """Register a limiter built elsewhere (e.g. one whose window lives in a database); it
-        must offer ``acquire()``, ``pause(seconds)`` and ``snapshot()`` like ``RateLimiter``."""
+        must offer ``acquire()``, ``accepted()``, ``refused()``, ``pause(seconds)`` and ``snapshot()``
+        like ``RateLimiter``."""
         return _add(self._limiters, "rate limiter", name, limiter)
 
     def register_retry_policy(

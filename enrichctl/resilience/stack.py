@@ -2,7 +2,9 @@
 
 Every attempt passes every layer, so a retry waits for the limiter like any other call; an open
 breaker ends the retries at once (``CircuitOpen`` is not retryable); a 429 pauses the shared limiter
-for every caller before the retry sleeps.
+for every caller before the retry sleeps (without ``Retry-After``, it also lowers the limiter's
+effective rate until refusals stop; successes raise it back slowly). A breaker open on transport failures before the provider
+ever answered turns the call's error into ``ProviderUnavailable``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from enrichctl.errors import RetryableProviderError
-from enrichctl.resilience.breaker import CircuitBreaker
+from enrichctl.errors import ProviderError, ProviderUnavailable, RetryableProviderError
+from enrichctl.resilience.breaker import CircuitBreaker, CircuitOpen
 from enrichctl.resilience.bulkhead import Bulkhead
 from enrichctl.resilience.ratelimit import RateLimiter
 from enrichctl.resilience.registry import ResilienceRegistry
@@ -107,15 +109,26 @@ class ResilientCaller:
             # limiter and then kept waiting for a slot would reach the provider later than the
             # limiter counted it, possibly in the provider's next window.
             async with self.bulkhead.slot():
-                await self.limiter.acquire()
+                admitted_at = await self.limiter.acquire()
                 try:
-                    return await fn()
+                    result = await fn()
                 except RetryableProviderError as exc:
                     if exc.status == 429:
-                        self.limiter.pause(exc.retry_after)
+                        # Every caller pauses; without Retry-After the limit comes down too.
+                        self.limiter.refused(admitted_at, exc.retry_after)
                     raise
+                self.limiter.accepted(admitted_at)
+                return result
 
         async def attempt() -> T:
             return await self.breaker.call(admitted)
 
-        return await self.retry.call(attempt, on_retry=on_retry or self.on_retry)
+        try:
+            return await self.retry.call(attempt, on_retry=on_retry or self.on_retry)
+        except (ProviderError, CircuitOpen):
+            # Open on transport failures before any answer: the provider is not there at all, and
+            # the run is better ended now than after the recovery timeout (exit 75, try later).
+            cause = self.breaker.unreachable_cause
+            if cause is not None:
+                raise ProviderUnavailable(f"provider unreachable: {cause}") from None
+            raise

@@ -26,6 +26,25 @@ function row(cells) {
   return tr;
 }
 
+function symbolLink(symbol, synthetic) {
+  // The symbol's own page: its charts, issues and recent jobs.
+  const cell = el("td");
+  cell.append(el("a", symbol, { href: `/symbol/${encodeURIComponent(symbol)}` }));
+  if (synthetic) cell.append(" ", syntheticMark());
+  return cell;
+}
+
+function syntheticMark() {
+  // Demo data must never pass for market data.
+  return el("span", "demo", { class: "synthetic", title: "synthetic data from the demo provider, not market data" });
+}
+
+function markedCell(text, synthetic) {
+  const cell = el("td", text);
+  if (synthetic) cell.append(" ", syntheticMark());
+  return cell;
+}
+
 function statusCell(status) {
   return el("td", status, { "data-status": status });
 }
@@ -78,13 +97,18 @@ async function post(path, params, body) {
 
 function drawOverview(overview) {
   replaceRows("symbols", overview.processing_symbols.map((s) => row([
-    s.symbol, s.asset_class, statusCell(s.status), when(s.last_bar),
+    symbolLink(s.symbol, s.synthetic), s.asset_class, statusCell(s.status), when(s.last_bar),
     s.quality_score === null ? "—" : s.quality_score.toFixed(3), s.attempts, s.last_error || "",
   ])));
   const t = overview.totals;
   document.getElementById("totals").textContent =
     `${t.symbols} symbols · ${t.series} series · ${t.bars.toLocaleString()} bars · ` +
     `${t.succeeded} succeeded · ${t.failed} failed · ${t.stale} stale · ${t.never_run} never run`;
+  const synthetic = document.getElementById("synthetic");
+  synthetic.hidden = !t.synthetic_series;
+  synthetic.textContent = t.synthetic_series
+    ? `${t.synthetic_series} of ${t.series} series hold synthetic data from the demo provider, not market data`
+    : "";
   const scheduler = document.getElementById("scheduler");
   const sched = overview.scheduler;
   scheduler.dataset.status = sched.paused ? "paused" : "succeeded";
@@ -125,7 +149,7 @@ function drawHealth(health) {
 
 function drawRuns(history) {
   replaceRows("runs", history.runs.map((r) => row([
-    r.run_id, r.trigger, statusCell(r.status), when(r.started_at),
+    markedCell(r.run_id, r.synthetic), r.trigger, statusCell(r.status), when(r.started_at),
     r.duration_s === null ? "—" : `${r.duration_s} s`, `${r.jobs_succeeded} / ${r.jobs_failed}`,
     r.bars_written.toLocaleString(), r.error || "",
   ])));

@@ -144,8 +144,13 @@ class Coordination:
             return [row_to(JobRow, r) for r in (await conn.execute(queries.jobs_of_run_all(run_id))).all()]
 
     async def run_finalize(self, run_id: int, **values) -> bool:
-        """Close the run if it is still running; True for the caller that closed it."""
+        """Close the run if it is still running and (unless cancelled) no job of it is left;
+        True for the caller that closed it."""
         async with self._write() as conn:
+            if self.dialect == "postgresql":
+                # After jobs_add's commit, never between its check and its insert; the UPDATE's
+                # snapshot, taken after the lock, sees the jobs it added.
+                await conn.execute(sa.text(queries.RUN_JOBS_LOCK), {"run_id": run_id})
             return (await conn.execute(queries.run_finalize(run_id, **values))).rowcount == 1
 
     async def worker_register(self, worker: str, run_id: int, host: str, pid: int) -> None:

@@ -6,6 +6,8 @@ need ``ON CONFLICT`` pick the dialect's insert construct.
 
 from __future__ import annotations
 
+import zlib
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -13,6 +15,7 @@ from enrichctl.domain import JOB_UNFINISHED
 from enrichctl.store.tables import (
     bars,
     control,
+    corporate_actions,
     jobs,
     leases,
     quality_issues,
@@ -41,31 +44,114 @@ def upsert(
     )
 
 
+# --- bulk rows through the driver (Store._bulk_upsert) --------------------------------------
+# Plain SQL text: bulk rows go to the driver as they are, without SQLAlchemy's per-statement
+# and per-row work. Table and column names come from tables.py or passed COLUMN_RE.
+
+
+def bulk_upsert_sqlite(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """INSERT of ``columns`` (positional ``?``), ON CONFLICT (key) DO UPDATE the others."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+
+def staging_name(table: str, columns: tuple[str, ...]) -> str:
+    """A session-local table for COPY into ``table``: one per column list (PostgreSQL)."""
+    return f"staging_{table}_{zlib.crc32(','.join(columns).encode()):08x}"
+
+
+def staging_create(table: str, columns: tuple[str, ...], types: dict[str, str]) -> str:
+    """Created once per connection; its rows vanish at the end of every transaction."""
+    defs = ", ".join(f"{c} {types[c]}" for c in columns)
+    return (f"CREATE TEMP TABLE IF NOT EXISTS {staging_name(table, columns)} ({defs}) "
+            "ON COMMIT DELETE ROWS")
+
+
+def staging_upsert(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """Move the staged rows into ``table``: one INSERT ... ON CONFLICT for the whole batch."""
+    cols = ", ".join(columns)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
+    return (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging_name(table, columns)} "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+
+# --- a series' bookkeeping through the driver (Store.series_commit) ---------------------------
+# Written with ``?`` placeholders; ``driver_sql`` numbers them for asyncpg. Each statement is
+# one hop to the driver where SQLAlchemy's async adapter takes several: a daily update commits
+# thousands of series of a few rows each.
+
+
+def driver_sql(dialect: str, sql: str) -> str:
+    """``sql`` with the placeholders of ``dialect``'s driver (``?``, or ``$1, $2...``)."""
+    if dialect != "postgresql":
+        return sql
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def row_insert_sql(table: sa.Table, columns: tuple[str, ...], key: tuple[str, ...] = ()) -> str:
+    """INSERT of ``columns``; with ``key``, ON CONFLICT (key) DO UPDATE every other column."""
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join('?' * len(columns))})")
+    if key:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+        sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    return sql
+
+
+def row_values(table: sa.Table, values: dict, every: bool = False) -> tuple[tuple[str, ...], list]:
+    """(columns, parameters) of an INSERT of ``values`` as SQLAlchemy would make it: the columns
+    given plus those with a scalar default; with ``every``, each column of the table (NULL when
+    neither), as an upsert that sets every column needs."""
+    columns, params = [], []
+    for column in table.columns:
+        name = column.name
+        if name in values:
+            columns.append(name)
+            params.append(values[name])
+        elif column.default is not None and column.default.is_scalar:
+            columns.append(name)
+            params.append(column.default.arg)
+        elif every and not column.primary_key:
+            columns.append(name)
+            params.append(None)
+    return tuple(columns), params
+
+
+def bars_stats_sql() -> str:
+    """(count, first ts, last ts) of one series' bars (symbol, timeframe)."""
+    return "SELECT count(*), min(ts), max(ts) FROM bars WHERE symbol = ? AND timeframe = ?"
+
+
+def job_update_claimed_sql(columns: tuple[str, ...]) -> str:
+    """``job_update_claimed`` of ``columns``, then the job id and the worker."""
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE jobs SET {sets} WHERE id = ? AND claimed_by = ?"
+
+
+def bars_select_sql(dialect: str, start: int | None, end: int | None, before: int | None = None,
+                    newest: int | None = None) -> str:
+    """The bars of one series (symbol, timeframe, then the bounds given, in that order as
+    parameters) as (ts, open, high, low, close, volume, vwap, trades): oldest first, or the
+    ``newest`` last ones newest first."""
+    where = ["symbol = ?", "timeframe = ?"]
+    where += [cond for cond, bound in (("ts >= ?", start), ("ts <= ?", end), ("ts < ?", before))
+              if bound is not None]
+    sql = (f"SELECT ts, open, high, low, close, volume, vwap, trades FROM bars "
+           f"WHERE {' AND '.join(where)} ORDER BY ts")
+    if newest is not None:
+        sql += f" DESC LIMIT {int(newest)}"
+    if dialect == "postgresql":  # asyncpg numbers its parameters
+        parts = sql.split("?")
+        sql = "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
+    return sql
+
+
 # --- bars ------------------------------------------------------------------------------------
 
 BAR_COLUMNS = (bars.c.ts, bars.c.open, bars.c.high, bars.c.low, bars.c.close, bars.c.volume,
                bars.c.vwap, bars.c.trades)
-
-
-def bars_upsert(dialect: str) -> sa.Insert:
-    return upsert(dialect, bars, ("symbol", "timeframe", "ts"))
-
-
-def bars_select(symbol: str, timeframe: str, start: int | None = None, end: int | None = None):
-    stmt = sa.select(*BAR_COLUMNS).where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
-    if start is not None:
-        stmt = stmt.where(bars.c.ts >= start)
-    if end is not None:
-        stmt = stmt.where(bars.c.ts <= end)
-    return stmt.order_by(bars.c.ts)
-
-
-def bars_tail(symbol: str, timeframe: str, n: int, before: int | None = None):
-    """The last ``n`` bars (before ``before`` when given), newest first."""
-    stmt = sa.select(*BAR_COLUMNS).where(bars.c.symbol == symbol, bars.c.timeframe == timeframe)
-    if before is not None:
-        stmt = stmt.where(bars.c.ts < before)
-    return stmt.order_by(bars.c.ts.desc()).limit(n)
 
 
 def bars_delete(symbol: str, timeframe: str):
@@ -90,12 +176,78 @@ def bars_duplicates(symbol: str, timeframe: str):
     )
 
 
+def _bars_in(symbol: str, timeframe: str, start: int | None, end: int | None) -> list:
+    where = [bars.c.symbol == symbol, bars.c.timeframe == timeframe]
+    if start is not None:
+        where.append(bars.c.ts >= start)
+    if end is not None:
+        where.append(bars.c.ts <= end)
+    return where
+
+
+def bars_select(symbol: str, timeframe: str, start: int | None = None, end: int | None = None):
+    """The bars of one series in [start, end], oldest first (what research reads)."""
+    return sa.select(*BAR_COLUMNS).where(*_bars_in(symbol, timeframe, start, end)).order_by(bars.c.ts)
+
+
+def bars_range_count(symbol: str, timeframe: str, start: int | None, end: int | None):
+    return sa.select(sa.func.count()).where(*_bars_in(symbol, timeframe, start, end))
+
+
+def bars_range_ends(symbol: str, timeframe: str, start: int | None, end: int | None):
+    """(first ts, last ts) in [start, end]: two scalar subqueries, because SQLite answers a lone
+    min() or max() from the index but scans for both in one SELECT."""
+    where = _bars_in(symbol, timeframe, start, end)
+    return sa.select(sa.select(sa.func.min(bars.c.ts)).where(*where).scalar_subquery(),
+                     sa.select(sa.func.max(bars.c.ts)).where(*where).scalar_subquery())
+
+
+def bars_nth_ts(symbol: str, timeframe: str, start: int | None, end: int | None, n: int):
+    """The ts of the n-th bar (from 0) in [start, end]: whether more than n bars lie there,
+    without counting them all."""
+    return (sa.select(bars.c.ts).where(*_bars_in(symbol, timeframe, start, end))
+            .order_by(bars.c.ts).limit(1).offset(n))
+
+
+def bars_page(symbol: str, timeframe: str, start: int | None, end: int | None, limit: int):
+    """The first ``limit`` bars in [start, end], oldest first."""
+    return sa.select(*BAR_COLUMNS).where(*_bars_in(symbol, timeframe, start, end)).order_by(
+        bars.c.ts).limit(limit)
+
+
+def bars_bucketed(symbol: str, timeframe: str, start: int | None, end: int | None,
+                  origin: int, bucket_ms: int):
+    """Bars merged into time buckets of ``bucket_ms`` from ``origin``: (first ts, open of the
+    first bar, max high, min low, close of the last bar, summed volume, volume-weighted vwap,
+    summed trades, last ts, bars merged). Runs in the database, so a long series never reaches Python."""
+    key = (bars.c.ts - origin) // bucket_ms  # ts >= origin: integer division is the floor
+    g = (
+        sa.select(
+            sa.func.min(bars.c.ts).label("t0"), sa.func.max(bars.c.ts).label("t1"),
+            sa.func.max(bars.c.high).label("high"), sa.func.min(bars.c.low).label("low"),
+            sa.func.sum(bars.c.volume).label("volume"),
+            sa.func.sum(bars.c.vwap * bars.c.volume).label("vwap_volume"),
+            sa.func.sum(bars.c.trades).label("trades"), sa.func.count().label("n"),
+        )
+        .where(*_bars_in(symbol, timeframe, start, end))
+        .group_by(key)
+        .subquery("g")
+    )
+    first, last = bars.alias("first_bar"), bars.alias("last_bar")
+
+    def at(alias: sa.Alias, ts: sa.ColumnElement) -> sa.ColumnElement[bool]:
+        return sa.and_(alias.c.symbol == symbol, alias.c.timeframe == timeframe, alias.c.ts == ts)
+
+    vwap = g.c.vwap_volume / sa.func.nullif(g.c.volume, 0)
+    return (
+        sa.select(g.c.t0, first.c.open, g.c.high, g.c.low, last.c.close, g.c.volume, vwap,
+                  g.c.trades, g.c.t1, g.c.n)
+        .select_from(g.join(first, at(first, g.c.t0)).join(last, at(last, g.c.t1)))
+        .order_by(g.c.t0)
+    )
+
+
 # --- indicators ------------------------------------------------------------------------------
-
-
-def indicators_upsert(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
-    """Upsert of the key and ``columns``; other indicator columns keep their values."""
-    return upsert(dialect, table, ("symbol", "timeframe", "ts"), ("symbol", "timeframe", "ts", *columns))
 
 
 def indicators_select(table: sa.Table, symbol: str, timeframe: str, start=None, end=None):
@@ -106,6 +258,14 @@ def indicators_select(table: sa.Table, symbol: str, timeframe: str, start=None, 
     if end is not None:
         stmt = stmt.where(table.c.ts <= end)
     return stmt.order_by(table.c.ts)
+
+
+def indicators_at(table: sa.Table, symbol: str, timeframe: str, ts: list[int]):
+    """The indicator rows at exactly these timestamps."""
+    cols = [c for c in table.columns if c.name not in ("symbol", "timeframe")]
+    return (sa.select(*cols)
+            .where(table.c.symbol == symbol, table.c.timeframe == timeframe, table.c.ts.in_(ts))
+            .order_by(table.c.ts))
 
 
 def indicators_delete(table: sa.Table, symbol: str, timeframe: str):
@@ -138,6 +298,17 @@ def series_update(symbol: str, timeframe: str, **values):
     )
 
 
+def series_touch_returning(symbol: str, timeframe: str, now: int):
+    """Touch a series row and return it: the write takes SQLite's write lock (and the row's lock)
+    before the read, in one statement."""
+    return series_update(symbol, timeframe, updated_at=now).returning(*series.c)
+
+
+def series_lock(symbol: str, timeframe: str):
+    """A no-op update: it takes SQLite's write lock (and the row's lock) before a read-modify-write."""
+    return series_update(symbol, timeframe, issue_count=series.c.issue_count)
+
+
 # --- runs, jobs, tasks -----------------------------------------------------------------------
 
 
@@ -155,6 +326,11 @@ def run_one(run_id: int):
 
 def runs_recent(limit: int):
     return sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+
+
+def runs_last_succeeded_at():
+    """When the last succeeded run finished (NULL when none has)."""
+    return sa.select(sa.func.max(runs.c.finished_at)).where(runs.c.status == "succeeded")
 
 
 def runs_running():
@@ -182,6 +358,12 @@ def job_insert():
     return sa.insert(jobs)
 
 
+def job_insert_missing(dialect: str):
+    """Insert jobs, skipping those the run has already (another process added them just now)."""
+    insert = postgresql.insert(jobs) if dialect == "postgresql" else sqlite.insert(jobs)
+    return insert.on_conflict_do_nothing(index_elements=["run_id", "symbol"])
+
+
 
 
 def job_claimable(run_id: int, now: int):
@@ -198,11 +380,12 @@ def job_claimable(run_id: int, now: int):
 
 
 def job_claim(job_id: int, worker: str, now: int, expires: int):
+    """Claim a job and start its next attempt (running, the attempt counted) in one statement."""
     return (
         sa.update(jobs)
         .where(jobs.c.id == job_id)
         .values(status="running", claimed_by=worker, lease_expires_at=expires, updated_at=now,
-                started_at=sa.func.coalesce(jobs.c.started_at, now))
+                attempts=jobs.c.attempts + 1, started_at=sa.func.coalesce(jobs.c.started_at, now))
         .returning(*jobs.c)
     )
 
@@ -270,8 +453,22 @@ def jobs_of_run_all(run_id: int):
 
 
 def run_finalize(run_id: int, **values):
-    """Close a run once; the worker whose statement matches is the one that finished it."""
-    return sa.update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(**values)
+    """Close a run once; the worker whose statement matches is the one that finished it. A run
+    with an unfinished job stays open (a second ``run`` may have just added its jobs)."""
+    unfinished = sa.exists().where(jobs.c.run_id == run_id, jobs.c.status.in_(JOB_UNFINISHED))
+    closing = values.get("status") == "cancelled"
+    where = [runs.c.id == run_id, runs.c.status == "running"] + ([] if closing else [~unfinished])
+    return sa.update(runs).where(*where).values(**values)
+
+
+def run_jobs_grow(run_id: int, n: int):
+    """Count ``n`` more jobs in a run that is still running (0 rows: it has closed)."""
+    return (sa.update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+            .values(jobs_total=runs.c.jobs_total + n))
+
+
+# Every change to a run's set of jobs, and its close, on PostgreSQL: one at a time per run.
+RUN_JOBS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('enrichctl-run-jobs'), :run_id)"
 
 
 def worker_insert(**values):
@@ -331,6 +528,48 @@ def task_insert(**values):
 
 def issues_insert():
     return sa.insert(quality_issues)
+
+
+def issues_delete_series(symbol: str, timeframe: str):
+    return sa.delete(quality_issues).where(
+        quality_issues.c.symbol == symbol, quality_issues.c.timeframe == timeframe
+    )
+
+
+def issues_delete_kind(symbol: str, timeframe: str, kind: str):
+    return sa.delete(quality_issues).where(
+        quality_issues.c.symbol == symbol, quality_issues.c.timeframe == timeframe,
+        quality_issues.c.kind == kind,
+    )
+
+
+def issues_of_kind(symbol: str, timeframe: str, kind: str):
+    return sa.select(quality_issues.c.ts, quality_issues.c.detail).where(
+        quality_issues.c.symbol == symbol, quality_issues.c.timeframe == timeframe,
+        quality_issues.c.kind == kind,
+    )
+
+
+def issues_series_with(kinds: tuple[str, ...]):
+    """The (symbol, timeframe) pairs with an open issue of one of ``kinds``."""
+    return sa.select(quality_issues.c.symbol, quality_issues.c.timeframe).where(
+        quality_issues.c.kind.in_(kinds)).distinct()
+
+
+# --- corporate actions -----------------------------------------------------------------------
+
+
+def actions_upsert(dialect: str) -> sa.Insert:
+    return upsert(dialect, corporate_actions, ("symbol", "kind", "ex_date", "provider"))
+
+
+def actions_select(symbol: str | None = None, provider: str | None = None):
+    stmt = sa.select(corporate_actions)
+    if symbol is not None:
+        stmt = stmt.where(corporate_actions.c.symbol == symbol)
+    if provider is not None:
+        stmt = stmt.where(corporate_actions.c.provider == provider)
+    return stmt.order_by(corporate_actions.c.symbol, corporate_actions.c.ex_date)
 
 
 def issues_of_series(symbol: str, timeframe: str | None, limit: int):
@@ -453,3 +692,53 @@ def lease_heartbeat(name: str, run_id: int, now: int, expires: int, host: str, p
 
 def lease_release(name: str, run_id: int):
     return sa.delete(leases).where(leases.c.name == name, leases.c.run_id == run_id)
+
+
+# --- removing a series (``enrichctl series remove``) and run detail (``history RUN_ID``) --------
+
+
+def _of(table: sa.Table, symbol: str, timeframe: str | None):
+    where = [table.c.symbol == symbol]
+    if timeframe is not None:
+        where.append(table.c.timeframe == timeframe)
+    return where
+
+
+def series_remove_statements(indicators: sa.Table, symbol: str, timeframe: str | None) -> dict[str, sa.Delete]:
+    """Every row one series (or, without ``timeframe``, every series of the symbol) left behind:
+    bars, indicator rows, quality issues, task records, provider calls and the series row."""
+    return {
+        "bars": sa.delete(bars).where(*_of(bars, symbol, timeframe)),
+        "indicators": sa.delete(indicators).where(*_of(indicators, symbol, timeframe)),
+        "issues": sa.delete(quality_issues).where(*_of(quality_issues, symbol, timeframe)),
+        "tasks": sa.delete(tasks).where(*_of(tasks, symbol, timeframe)),
+        "requests": sa.delete(requests).where(*_of(requests, symbol, timeframe)),
+        "series": sa.delete(series).where(*_of(series, symbol, timeframe)),
+    }
+
+
+def series_count_of_symbol(symbol: str):
+    return sa.select(sa.func.count()).select_from(series).where(series.c.symbol == symbol)
+
+
+def jobs_of_symbol_delete(symbol: str):
+    """A symbol's job records (its tasks go with them: ON DELETE CASCADE, and deleted above)."""
+    return sa.delete(jobs).where(jobs.c.symbol == symbol)
+
+
+def tasks_of_run(run_id: int):
+    return sa.select(tasks).where(tasks.c.run_id == run_id).order_by(tasks.c.id)
+
+
+def requests_of_run_by_series(run_id: int):
+    """(symbol, timeframe, calls, failed calls, mean latency ms) of one run."""
+    return (
+        sa.select(requests.c.symbol, requests.c.timeframe, sa.func.count(),
+                  sa.func.sum(sa.case((requests.c.ok, 0), else_=1)), sa.func.avg(requests.c.latency_ms))
+        .where(requests.c.run_id == run_id)
+        .group_by(requests.c.symbol, requests.c.timeframe)
+    )
+
+
+def runs_with_status(status: str, limit: int):
+    return sa.select(runs).where(runs.c.status == status).order_by(runs.c.id.desc()).limit(limit)

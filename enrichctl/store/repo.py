@@ -10,7 +10,7 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -24,21 +24,31 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from enrichctl.domain import Bars, QualityIssue, Series, nan_to_none, now_ms
-from enrichctl.errors import ConfigError, StoreError, TemporaryError
+from enrichctl.errors import (
+    ConfigError,
+    StoreConflict,
+    StoreDamaged,
+    StoreError,
+    StoreFault,
+    StoreLost,
+    StoreUnavailable,
+    TemporaryError,
+)
 from enrichctl.providers.base import RequestRecord
-from enrichctl.store import migrate, queries
+from enrichctl.store import migrate, queries, tables
 from enrichctl.store.coordination import Coordination
+from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
     JobRow,
     RunRow,
     SeriesRow,
+    TaskRow,
     row_to,
 )
 from enrichctl.store.tables import INDICATOR_KEY, indicators_table
 
 COLUMN_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-BATCH_ROWS = 5_000  # rows per executemany: bounded memory, few round trips
 BAR_ROW = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "vwap", "trades")
 
 
@@ -91,6 +101,21 @@ class SeriesWrite:
     replace: bool = False  # delete the stored series first (full refresh, re-adjusted history)
     batch_score: float = 1.0
     requested_from: int | None = None  # the start asked of the provider for a new/full fetch
+    # Bars the asset class's calendar expects from the series' first bar to its last (None: no
+    # grid to count on); with the stored count it gives the completeness the score multiplies.
+    expected: Callable[[int, int], int] | None = None
+    delisted_at: int | None = None  # the reference data marks the ticker inactive
+    full_fetched_at: int | None = None  # market time of a fetch of every bar (a split after it matters)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnd:
+    """A job's last update (its end state and counts), committed in the transaction of its last
+    task, and only while ``worker`` still holds the job."""
+
+    job_id: int
+    worker: str
+    values: dict[str, Any]
 
 
 def _to_completion(method):
@@ -119,7 +144,7 @@ def _to_completion(method):
     return wrapper
 
 
-class Store(Coordination):
+class Store(Coordination, ReferenceStore):
     """Open with ``await Store.open(url, indicator_columns)``; close with ``await store.close()``.
 
     Every public operation runs to completion once started (see ``_to_completion``)."""
@@ -131,6 +156,9 @@ class Store(Coordination):
         self.schema_current = True
         # SQLite has one writer at a time; queue our own writers here instead of in busy-wait.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._errors = (SQLAlchemyError, *_driver_errors(self.dialect))
+        # The SQLite file as opened: (path, device, inode), checked before every commit.
+        self._file: tuple[Path, int, int] | None = None
 
     @classmethod
     async def open(
@@ -150,6 +178,9 @@ class Store(Coordination):
                         f"cannot create the database directory {path.parent}: {exc.strerror}"
                     ) from None
             kwargs["connect_args"] = {"timeout": 30}
+            # Connection.close() has rolled back already: a second rollback on return to the
+            # pool would be one more round trip to aiosqlite's thread for every use.
+            kwargs["pool_reset_on_return"] = None
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         engine = create_async_engine(async_url, **kwargs)
@@ -173,7 +204,25 @@ class Store(Coordination):
         except BaseException:
             await engine.dispose()
             raise
+        path = _sqlite_path(async_url) if store.dialect == "sqlite" else None
+        if path is not None and migrate:
+            opened = path.stat()
+            store._file = (path, opened.st_dev, opened.st_ino)
         return store
+
+    def _file_check(self) -> None:
+        """Raise ``StoreLost`` when the path no longer names the file we opened: a commit
+        would go to a file nobody will read again (deleted with its directory, replaced)."""
+        if self._file is None:
+            return
+        path, dev, ino = self._file
+        try:
+            now = path.stat()
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (dev, ino):
+            raise StoreLost(f"the database file {path} was removed or replaced while enrichctl "
+                            "had it open; what this run wrote since then is not in it")
 
     async def _prepare(self, columns: tuple[str, ...], upgrade: bool) -> None:
         """Migrate and add indicator columns; with ``upgrade`` False (a dry run) change nothing
@@ -182,11 +231,15 @@ class Store(Coordination):
             async with self.engine.connect() as conn:
                 self.schema_current = await conn.run_sync(migrate.current_revision) == migrate.HEAD
             return
+        async with self.engine.connect() as conn:
+            if await conn.run_sync(_schema_ready, columns):
+                return
+        # One transaction under the schema lock: a kill leaves the old schema, a process that
+        # started at the same moment waits and then finds everything done.
         async with self.engine.begin() as conn:
+            await conn.run_sync(migrate.lock_schema)
             await conn.run_sync(migrate.upgrade)
-            existing = await conn.run_sync(
-                lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("indicators")}
-            )
+            existing = await conn.run_sync(_indicator_columns)
             for name in columns:
                 if name not in existing:
                     # Validated against COLUMN_RE above: safe to interpolate.
@@ -197,13 +250,29 @@ class Store(Coordination):
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def integrity_check(self) -> None:
+        """Raise ``StoreDamaged`` when SQLite's ``PRAGMA quick_check`` finds the file damaged
+        (it reads every page: a page overwritten with garbage does not pass). PostgreSQL checks
+        its own pages as it reads them; nothing to do there."""
+        if self.dialect != "sqlite":
+            return
+        where = _sqlite_path(str(self.engine.url)) or "in memory"
+        try:
+            async with self.engine.connect() as conn:
+                found = [r[0] for r in (await conn.exec_driver_sql("PRAGMA quick_check(3)")).all()]
+        except self._errors as exc:  # damage that stops the check itself
+            found = [_short(exc)]
+        if found != ["ok"]:
+            problems = "; ".join(str(f).replace("\n", " ") for f in found)
+            raise StoreDamaged(f"the database file {where} is damaged (quick_check: {problems})")
+
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {_short(exc)}") from exc
+        except self._errors as exc:
+            raise store_error(exc) from exc
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -215,40 +284,73 @@ class Store(Coordination):
             else:
                 async with self._write_lock, self.engine.begin() as conn:
                     yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {_short(exc)}") from exc
+                    self._file_check()  # before the commit: a lost file takes no more writes
+        except self._errors as exc:
+            raise store_error(exc) from exc
 
-    async def _executemany(
-        self, conn: AsyncConnection, stmt, columns: tuple[str, ...], rows: list[tuple]
+    async def _bulk_upsert(
+        self, conn: AsyncConnection, table: str, columns: tuple[str, ...], rows: list[tuple]
     ) -> None:
-        """Bulk write of positional rows straight to the driver: per-row parameter processing
-        by SQLAlchemy would cost more than SQLite's own work. ``columns`` names the tuple
-        fields; the statement's parameter order is taken from its compiled form."""
-        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=list(columns))
-        order = list(compiled.positiontup or ())
-        if order != list(columns):
-            index = [columns.index(name) for name in order]
-            rows = [tuple(row[i] for i in index) for row in rows]
-        sql = str(compiled)
-        for start in range(0, len(rows), BATCH_ROWS):
-            await conn.exec_driver_sql(sql, rows[start : start + BATCH_ROWS])
+        """Upsert positional ``rows`` (of ``columns``) straight through the driver, inside the
+        transaction of ``conn``: SQLite gets one ``executemany`` on its own connection (one hop
+        to aiosqlite's thread for the whole batch), PostgreSQL one COPY into a staging table and
+        one INSERT ... ON CONFLICT from it."""
+        if not rows:
+            return
+        raw = (await conn.get_raw_connection()).driver_connection
+        if self.dialect == "sqlite":
+            cursor = await raw.executemany(queries.bulk_upsert_sqlite(table, INDICATOR_KEY, columns), rows)
+            await cursor.close()
+            return
+        types = {c: "double precision" for c in columns} | {
+            "symbol": "text", "timeframe": "text", "ts": "bigint", "trades": "bigint"}
+        await raw.execute(queries.staging_create(table, columns, types))
+        await raw.copy_records_to_table(queries.staging_name(table, columns), records=rows,
+                                        columns=list(columns))
+        await raw.execute(queries.staging_upsert(table, INDICATOR_KEY, columns))
+
+    async def _driver(self, conn: AsyncConnection, sql: str, params: list | tuple = (),
+                      many: bool = False) -> list[tuple]:
+        """One statement (``?`` placeholders; ``many``: a list of parameter rows) straight
+        through the driver, inside the transaction of ``conn``: one hop to aiosqlite's thread
+        where SQLAlchemy's adapter takes several. Returns the rows it gives."""
+        raw = (await conn.get_raw_connection()).driver_connection
+        sql = queries.driver_sql(self.dialect, sql)
+        if self.dialect == "sqlite":
+            if many:
+                await (await raw.executemany(sql, params)).close()
+                return []
+            return list(await raw.execute_fetchall(sql, params))
+        if not raw.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter begins its transaction with its first statement.
+            await conn.execute(sa.text("SELECT 1"))
+        if many:
+            await raw.executemany(sql, params)
+            return []
+        return [tuple(r) for r in await raw.fetch(sql, *params)]
 
     # --- bars and indicators -----------------------------------------------------------------
 
     async def bars_range(self, series: Series, start: int | None = None, end: int | None = None) -> Bars:
-        async with self._read() as conn:
-            result = await conn.execute(
-                queries.bars_select(series.symbol, series.timeframe, start, end)
-            )
-            return Bars.from_rows(result.all())
+        sql = queries.bars_select_sql(self.dialect, start, end)
+        return Bars.from_rows(await self._bars_fetch(sql, series, start, end))
 
     async def bars_tail(self, series: Series, n: int, before: int | None = None) -> Bars:
         """The last ``n`` stored bars (before ``before``), oldest first."""
         if n <= 0:
             return Bars.empty()
+        sql = queries.bars_select_sql(self.dialect, None, None, before, newest=n)
+        return Bars.from_rows(reversed(await self._bars_fetch(sql, series, before)))
+
+    async def _bars_fetch(self, sql: str, series: Series, *bounds: int | None) -> list:
+        """Rows of a bar query straight from the driver: one call for all of them, no
+        per-row work in SQLAlchemy (every run reads a tail of each series it extends)."""
+        params = [series.symbol, series.timeframe.value, *(b for b in bounds if b is not None)]
         async with self._read() as conn:
-            result = await conn.execute(queries.bars_tail(series.symbol, series.timeframe, n, before))
-            return Bars.from_rows(reversed(result.all()))
+            raw = (await conn.get_raw_connection()).driver_connection
+            if self.dialect == "sqlite":
+                return list(await raw.execute_fetchall(sql, params))
+            return [tuple(r) for r in await raw.fetch(sql, *params)]
 
     async def bars_duplicates(self, series: Series) -> list[tuple[int, int]]:
         async with self._read() as conn:
@@ -269,12 +371,68 @@ class Store(Coordination):
         values = np.array([r[1:] for r in rows], dtype=np.float64)
         return ts, {name: values[:, i] for i, name in enumerate(names)}
 
+    @property
+    def indicator_names(self) -> tuple[str, ...]:
+        """The stored indicator columns."""
+        return tuple(c.name for c in self.indicators.columns if c.name not in INDICATOR_KEY)
+
+    async def bars_range_count(self, series: Series, start: int | None, end: int | None) -> int:
+        async with self._read() as conn:
+            return int((await conn.execute(
+                queries.bars_range_count(series.symbol, series.timeframe, start, end))).scalar_one())
+
+    async def bars_range_ends(self, series: Series, start: int | None, end: int | None
+                              ) -> tuple[int | None, int | None]:
+        """(first ts, last ts) of the stored bars in [start, end]."""
+        async with self._read() as conn:
+            first, last = (await conn.execute(
+                queries.bars_range_ends(series.symbol, series.timeframe, start, end))).one()
+        return first, last
+
+    async def bars_more_than(self, series: Series, start: int | None, end: int | None, n: int) -> bool:
+        async with self._read() as conn:
+            found = (await conn.execute(
+                queries.bars_nth_ts(series.symbol, series.timeframe, start, end, n))).first()
+        return found is not None
+
+    async def bars_page(self, series: Series, start: int | None, end: int | None, limit: int) -> Bars:
+        async with self._read() as conn:
+            result = await conn.execute(queries.bars_page(series.symbol, series.timeframe, start, end, limit))
+            return Bars.from_rows(result.all())
+
+    async def bars_bucketed(self, series: Series, start: int | None, end: int | None,
+                            origin: int, bucket_ms: int) -> tuple[Bars, np.ndarray, int]:
+        """Bars merged into time buckets, the ts of each bucket's last bar, and how many bars
+        they merge."""
+        stmt = queries.bars_bucketed(series.symbol, series.timeframe, start, end, origin, bucket_ms)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        last = np.fromiter((r[8] for r in rows), dtype=np.int64, count=len(rows))
+        return Bars.from_rows(r[:8] for r in rows), last, sum(int(r[9]) for r in rows)
+
+    async def indicators_at(self, series: Series, ts: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(ts, {column: values}) of the indicator rows at these timestamps, NULL as NaN."""
+        names = [c.name for c in self.indicators.columns if c.name not in INDICATOR_KEY]
+        rows: list = []
+        async with self._read() as conn:
+            # Chunks: a bound parameter per timestamp stays under every driver's limit.
+            for at in range(0, len(ts), 900):
+                stmt = queries.indicators_at(self.indicators, series.symbol, series.timeframe,
+                                             ts[at:at + 900])
+                rows.extend((await conn.execute(stmt)).all())
+        if not rows:
+            return np.empty(0, np.int64), {n: np.empty(0) for n in names}
+        values = np.array([r[1:] for r in rows], dtype=np.float64)
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                {name: values[:, i] for i, name in enumerate(names)})
+
     async def series_commit(
         self, write: SeriesWrite, *, task: dict[str, Any] | None = None,
-        requests: list[RequestRecord] | None = None,
+        requests: list[RequestRecord] | None = None, job: JobEnd | None = None,
     ) -> int:
         """Store bars, indicators and issues of one series and move its watermark, atomically,
-        with the task's record and the provider calls it made. Returns the bars written."""
+        with the task's record, the provider calls it made and, for a job's last task, the
+        job's end. Returns the bars written."""
         s = write.series
         now = now_ms()
         key = (s.symbol, s.timeframe.value)
@@ -286,17 +444,17 @@ class Store(Coordination):
             if not write.replace:
                 # Write first (it takes SQLite's write lock), then read the row this transaction
                 # will update: read-then-write could meet another process's writer in between.
-                await conn.execute(queries.series_update(s.symbol, s.timeframe.value, updated_at=now))
-                previous = (await conn.execute(queries.series_one(s.symbol, s.timeframe.value))).first()
+                previous = (await conn.execute(
+                    queries.series_touch_returning(s.symbol, s.timeframe.value, now))).first()
             if write.replace:
+                # Replaced whole (a refetch, another provider): its old issues go with its bars.
+                await conn.execute(queries.issues_delete_series(s.symbol, s.timeframe.value))
                 await conn.execute(queries.bars_delete(s.symbol, s.timeframe.value))
                 await conn.execute(
                     queries.indicators_delete(self.indicators, s.symbol, s.timeframe.value)
                 )
-            await self._executemany(conn, queries.bars_upsert(self.dialect), BAR_ROW, bar_rows)
-            if ind_rows:
-                stmt = queries.indicators_upsert(self.dialect, self.indicators, ind_names)
-                await self._executemany(conn, stmt, INDICATOR_KEY + ind_names, ind_rows)
+            await self._bulk_upsert(conn, "bars", BAR_ROW, bar_rows)
+            await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + ind_names, ind_rows)
             if write.issues:
                 await conn.execute(
                     queries.issues_insert(),
@@ -311,30 +469,40 @@ class Store(Coordination):
                 ts = write.bars.ts
                 count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
             else:
-                count, first, last = (
-                    await conn.execute(queries.bars_stats(s.symbol, s.timeframe.value))
-                ).one()
+                ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
             prev = None if previous is None or write.replace else row_to(SeriesRow, previous)
-            await conn.execute(
-                queries.series_upsert(self.dialect),
-                _series_values(write, prev, int(count), first, last, now),
-            )
-            await self._task_and_requests(conn, task, requests or [])
+            columns, params = queries.row_values(
+                tables.series, _series_values(write, prev, int(count), first, last, now), every=True)
+            await self._driver(conn, queries.row_insert_sql(tables.series, columns, ("symbol", "timeframe")),
+                               params)
+            await self._task_and_requests(conn, task, requests or [], job)
         return len(bar_rows)
 
-    async def task_record(self, task: dict[str, Any], requests: list[RequestRecord]) -> None:
-        """A finished task's row and its provider calls, when no series data goes with them."""
+    async def task_record(
+        self, task: dict[str, Any], requests: list[RequestRecord], job: JobEnd | None = None
+    ) -> None:
+        """A finished task's row and its provider calls (and the job's end, for its last task),
+        when no series data goes with them."""
         async with self._write() as conn:
-            await self._task_and_requests(conn, task, requests)
+            await self._task_and_requests(conn, task, requests, job)
 
     async def _task_and_requests(
-        self, conn: AsyncConnection, task: dict[str, Any] | None, requests: list[RequestRecord]
+        self, conn: AsyncConnection, task: dict[str, Any] | None, requests: list[RequestRecord],
+        job: JobEnd | None = None,
     ) -> None:
         if task is not None:
-            await conn.execute(queries.task_insert(**task))
+            columns, params = queries.row_values(tables.tasks, task)
+            await self._driver(conn, queries.row_insert_sql(tables.tasks, columns), params)
         if requests:
             run_id = task["run_id"] if task is not None else None
-            await conn.execute(queries.requests_insert(), _request_rows(run_id, requests))
+            rows = _request_rows(run_id, requests)
+            columns = queries.row_values(tables.requests, rows[0])[0]
+            await self._driver(conn, queries.row_insert_sql(tables.requests, columns),
+                               [queries.row_values(tables.requests, r)[1] for r in rows], many=True)
+        if job is not None:
+            values = {**job.values, "updated_at": now_ms()}
+            await self._driver(conn, queries.job_update_claimed_sql(tuple(values)),
+                               [*values.values(), job.job_id, job.worker])
 
     async def series_touch(self, series: Series, provider: str, synthetic: bool, **values) -> None:
         """Record an attempt/outcome on a series without storing bars (creates it if new)."""
@@ -367,6 +535,52 @@ class Store(Coordination):
             rows = await conn.execute(queries.issues_of_series(symbol, timeframe, limit))
             return [row_to(IssueRow, r) for r in rows.all()]
 
+    async def issues_record(
+        self, series: Series, issues: list[QualityIssue], weight: Callable[[QualityIssue], float]
+    ) -> int:
+        """Record what ``verify`` found on a stored series until a run replaces it: issues not
+        recorded yet are added, counted in the series' issues, and each lowers its consistency
+        by ``weight(issue)`` bars over the stored count. Returns how many were new."""
+        key = (series.symbol, series.timeframe.value)
+        now = now_ms()
+        async with self._write() as conn:
+            await conn.execute(queries.series_lock(*key))
+            row = (await conn.execute(queries.series_one(*key))).first()
+            if row is None or not issues:
+                return 0
+            known: set[tuple] = set()
+            for kind in {i.kind.value for i in issues}:
+                found = await conn.execute(queries.issues_of_kind(*key, kind))
+                known.update((kind, ts, detail) for ts, detail in found.all())
+            new = [i for i in issues if (i.kind.value, i.ts, i.detail) not in known]
+            if not new:
+                return 0
+            await conn.execute(queries.issues_insert(), [
+                {"run_id": None, "symbol": key[0], "timeframe": key[1], "kind": i.kind.value,
+                 "severity": i.severity.value, "ts": i.ts, "detail": i.detail, "created_at": now}
+                for i in new
+            ])
+            stored = row_to(SeriesRow, row)
+            values: dict[str, Any] = {"issue_count": stored.issue_count + len(new), "last_checked_at": now}
+            consistency = series_consistency(stored)
+            if consistency is not None:
+                share = sum(map(weight, new)) / max(stored.bar_count, 1)
+                values["quality_score"] = max(0.0, consistency - share) * (
+                    1.0 if stored.completeness is None else stored.completeness)
+            await conn.execute(queries.series_update(*key, **values))
+            return len(new)
+
+    async def series_with_issues(self, kinds: tuple[str, ...]) -> set[tuple[str, str]]:
+        """(symbol, timeframe) of every series with an open issue of one of ``kinds``."""
+        async with self._read() as conn:
+            return {(s, t) for s, t in (await conn.execute(queries.issues_series_with(kinds))).all()}
+
+    async def requests_record(self, requests: list[RequestRecord]) -> None:
+        """Provider calls made outside a run (``verify --against-provider``)."""
+        if requests:
+            async with self._write() as conn:
+                await conn.execute(queries.requests_insert(), _request_rows(None, requests))
+
     # --- runs, jobs, tasks -------------------------------------------------------------------
 
     async def run_create(self, **values) -> int:
@@ -387,6 +601,10 @@ class Store(Coordination):
             rows = await conn.execute(queries.runs_recent(limit))
             return [row_to(RunRow, r) for r in rows.all()]
 
+    async def runs_last_succeeded_at(self) -> int | None:
+        async with self._read() as conn:
+            return (await conn.execute(queries.runs_last_succeeded_at())).scalar()
+
     async def runs_running(self) -> list[RunRow]:
         async with self._read() as conn:
             return [row_to(RunRow, r) for r in (await conn.execute(queries.runs_running())).all()]
@@ -395,17 +613,22 @@ class Store(Coordination):
         """One pending job per instrument; those in ``up_to_date`` (nothing to fetch or compute)
         are recorded as done at once instead of going through claims."""
         now = now_ms()
-
-        def row(i) -> dict[str, Any]:
-            done = i.symbol in up_to_date
-            return {"run_id": run_id, "symbol": i.symbol, "asset_class": i.asset_class.value,
-                    "status": "succeeded" if done else "pending", "attempts": int(done),
-                    "started_at": now if done else None, "finished_at": now if done else None,
-                    "duration_ms": 0.0 if done else None, "bars_fetched": 0, "bars_written": 0,
-                    "updated_at": now}
-
         async with self._write() as conn:
-            await conn.execute(queries.job_insert(), [row(i) for i in instruments])
+            await conn.execute(queries.job_insert(), [_job_row(run_id, i, i.symbol in up_to_date, now)
+                                                      for i in instruments])
+
+    async def jobs_add(self, run_id: int, instruments) -> bool:
+        """Add pending jobs (those the run lacks) to a run that is still running; False when it
+        has closed meanwhile. Serialised with ``run_finalize``: a run never closes over them."""
+        now = now_ms()
+        async with self._write() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(sa.text(queries.RUN_JOBS_LOCK), {"run_id": run_id})
+            if (await conn.execute(queries.run_jobs_grow(run_id, len(instruments)))).rowcount != 1:
+                return False
+            await conn.execute(queries.job_insert_missing(self.dialect),
+                               [_job_row(run_id, i, False, now) for i in instruments])
+            return True
 
     async def jobs_latest(self) -> dict[str, JobRow]:
         async with self._read() as conn:
@@ -459,10 +682,48 @@ class Store(Coordination):
                 for name, stmt in queries.prometheus_aggregates(since, bounds_ms).items()
             }
 
+    # --- the inventory: removing a series, one run in detail ----------------------------------
+
+    async def series_remove(self, symbol: str, timeframe: str | None) -> dict[str, int]:
+        """Delete a series (or every series of ``symbol``) and every row about it, in one
+        transaction; the symbol's job records go too once none of its series is left.
+        Returns the rows deleted per kind."""
+        async with self._write() as conn:
+            counts = {
+                kind: int((await conn.execute(stmt)).rowcount or 0)
+                for kind, stmt in queries.series_remove_statements(self.indicators, symbol, timeframe).items()
+            }
+            left = int((await conn.execute(queries.series_count_of_symbol(symbol))).scalar_one())
+            jobs = await conn.execute(queries.jobs_of_symbol_delete(symbol)) if left == 0 else None
+            counts["jobs"] = int(jobs.rowcount or 0) if jobs is not None else 0
+        return counts
+
+    async def tasks_of_run(self, run_id: int) -> list[TaskRow]:
+        async with self._read() as conn:
+            return [row_to(TaskRow, r) for r in (await conn.execute(queries.tasks_of_run(run_id))).all()]
+
+    async def requests_of_run_by_series(self, run_id: int) -> list[tuple[str | None, str | None, int, int, float | None]]:
+        async with self._read() as conn:
+            rows = (await conn.execute(queries.requests_of_run_by_series(run_id))).all()
+            return [(s, t, int(n), int(bad or 0), float(ms) if ms is not None else None) for s, t, n, bad, ms in rows]
+
+    async def runs_with_status(self, status: str, limit: int) -> list[RunRow]:
+        async with self._read() as conn:
+            return [row_to(RunRow, r) for r in (await conn.execute(queries.runs_with_status(status, limit))).all()]
+
+
 for _name in dir(Store):
     _member = getattr(Store, _name)
     if inspect.iscoroutinefunction(_member) and not _name.startswith("_") and _name != "open":
         setattr(Store, _name, _to_completion(_member))
+
+
+def _job_row(run_id: int, instrument, done: bool, now: int) -> dict[str, Any]:
+    return {"run_id": run_id, "symbol": instrument.symbol, "asset_class": instrument.asset_class.value,
+            "status": "succeeded" if done else "pending", "attempts": int(done),
+            "started_at": now if done else None, "finished_at": now if done else None,
+            "duration_ms": 0.0 if done else None, "bars_fetched": 0, "bars_written": 0,
+            "updated_at": now}
 
 
 def _request_rows(run_id: int | None, records: list[RequestRecord]) -> list[dict[str, Any]]:
@@ -484,15 +745,20 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
 def _series_values(
     write: SeriesWrite, prev: SeriesRow | None, count: int, first, last, now: int
 ) -> dict[str, Any]:
-    """The new series row: counts from the table, the quality score as the bar-weighted average
-    of the scores of every batch stored."""
+    """The new series row: counts from the table; the quality score is completeness (stored
+    over expected bars) times consistency, the bar-weighted average of every batch's score."""
     s = write.series
     new_bars = len(write.bars)
-    if prev is None or prev.quality_score is None or prev.bar_count == 0:
-        score = write.batch_score if new_bars else (prev.quality_score if prev else None)
+    before = series_consistency(prev)
+    if prev is None or before is None or prev.bar_count == 0:
+        consistency = write.batch_score if new_bars else before
     else:
-        penalty = (1 - prev.quality_score) * prev.bar_count + (1 - write.batch_score) * new_bars
-        score = max(0.0, 1.0 - penalty / max(count, 1))
+        penalty = (1 - before) * prev.bar_count + (1 - write.batch_score) * new_bars
+        consistency = max(0.0, 1.0 - penalty / max(count, 1))
+    completeness = prev.completeness if prev is not None else None
+    if write.expected is not None and first is not None and last is not None:
+        completeness = min(1.0, count / max(write.expected(int(first), int(last)), 1))
+    score = None if consistency is None else consistency * (1.0 if completeness is None else completeness)
     return {
         "symbol": s.symbol,
         "timeframe": s.timeframe.value,
@@ -511,7 +777,111 @@ def _series_values(
         "last_error": None,
         "last_checked_at": now,
         "updated_at": now,
+        "full_fetched_at": write.full_fetched_at if write.full_fetched_at is not None
+        else (prev.full_fetched_at if prev else None),
+        "delisted_at": write.delisted_at if write.delisted_at is not None
+        else (prev.delisted_at if prev else None),
+        "completeness": completeness,
     }
+
+
+def _indicator_columns(sync: sa.Connection) -> set[str]:
+    return {c["name"] for c in sa.inspect(sync).get_columns("indicators")}
+
+
+def _schema_ready(sync: sa.Connection, columns: tuple[str, ...]) -> bool:
+    """The schema is at head with every configured indicator column (read only)."""
+    if migrate.current_revision(sync) != migrate.HEAD:
+        return False
+    return set(columns) <= _indicator_columns(sync)
+
+
+def series_consistency(row: SeriesRow | None) -> float | None:
+    """The consistency part of a stored score (the score over its completeness)."""
+    if row is None or row.quality_score is None:
+        return None
+    if row.completeness is None:
+        return row.quality_score
+    return min(1.0, row.quality_score / row.completeness) if row.completeness > 0 else 1.0
+
+
+def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
+    """The errors of the driver itself, which the bulk paths meet without SQLAlchemy between
+    (SQLAlchemy wraps them everywhere else): a StoreError like any other database error."""
+    if dialect == "sqlite":
+        import sqlite3
+
+        return (sqlite3.Error,)
+    import asyncpg
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+# SQLite's words for faults no retry mends (a read-only or immutable file or directory, a full
+# disk, a damaged file); pysqlite gives them all the same exception classes.
+_SQLITE_FAULTS = ("readonly database", "disk is full", "disk i/o error", "unable to open database",
+                  "malformed", "not a database", "readonly", "read-only")
+# SQLSTATEs of PostgreSQL faults that need a person: disk full, out of memory, read-only
+# transaction (a standby). Too many connections (53300) is not one: it passes.
+_PG_FAULTS = ("53100", "53200", "25006")
+# SQLSTATEs of a lost or refused connection besides class 08 (connection exception): admin
+# shutdown (pg_terminate_backend, a restart), crash shutdown, cannot connect now.
+_PG_UNAVAILABLE = ("57P01", "57P02", "57P03")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver error SQLAlchemy wrapped, and what caused them."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return seen
+
+
+def store_error(exc: BaseException) -> StoreError:
+    """Map a driver or SQLAlchemy error onto the store's error tree, by what the caller does:
+    a lost connection passes (75), a read-only file or a full disk needs a person (78), a unique
+    constraint means somebody else just wrote the same row."""
+    message = f"database error: {_short(exc)}"
+    lost = f"database connection lost: {_short(exc)}"
+    causes = _causes(exc)
+    if isinstance(exc, sa.exc.IntegrityError) or any(
+        type(e).__name__.endswith("IntegrityError") or _sqlstate(e).startswith("23") for e in causes
+    ):
+        return StoreConflict(message)
+    for e in causes:
+        state = _sqlstate(e)
+        if state in _PG_FAULTS:
+            return StoreFault(message)
+        if state[:2] == "08" or state in _PG_UNAVAILABLE:
+            return StoreUnavailable(lost)
+    if any(isinstance(e, (OSError, sa.exc.DisconnectionError)) or _connection_gone(e) for e in causes):
+        return StoreUnavailable(lost)
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StoreUnavailable(lost)
+    text = " ".join(str(e).lower() for e in causes)
+    if any(type(e).__module__ == "sqlite3" for e in causes):
+        if any(word in text for word in _SQLITE_FAULTS):
+            return StoreFault(message)
+    return StoreError(message)
+
+
+def _sqlstate(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return state if isinstance(state, str) else ""
+
+
+def _connection_gone(exc: BaseException) -> bool:
+    """asyncpg's words for a connection that closed under us (no SQLSTATE: nothing answered)."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    return name in ("ConnectionDoesNotExistError", "ConnectionFailureError") or (
+        name == "InterfaceError" and ("connection is closed" in text or "connection was closed" in text)
+    ) or "connection was closed in the middle of operation" in text
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -74,6 +74,9 @@ class SeriesRow:
     last_error: str | None
     last_checked_at: int | None
     updated_at: int
+    full_fetched_at: int | None = None
+    delisted_at: int | None = None
+    completeness: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +113,28 @@ class WorkerRow:
     heartbeat_at: int
     finished_at: int | None
     jobs_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One attempt at one series of a job: what ``history RUN_ID`` lists."""
+
+    id: int
+    job_id: int
+    run_id: int
+    symbol: str
+    timeframe: str
+    status: str
+    attempt: int
+    range_start: int | None
+    range_end: int | None
+    full_refresh: bool
+    bars_fetched: int
+    bars_written: int
+    indicator_values: int
+    fetch_ms: float | None
+    compute_ms: float | None
+    compute_ok: bool | None
+    started_at: int
+    finished_at: int | None
+    error: str | None

@@ -136,6 +136,21 @@ series = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("last_checked_at", sa.BigInteger),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("full_fetched_at", sa.BigInteger),  # the last time every bar was fetched anew
+    sa.Column("delisted_at", sa.BigInteger),  # the reference data marks the ticker inactive
+    sa.Column("completeness", sa.Float(53)),  # stored bars / the calendar's expected bars
+)
+
+corporate_actions = sa.Table(
+    "corporate_actions",
+    metadata,
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),  # "split" | "dividend"
+    sa.Column("ex_date", sa.String(10), primary_key=True),  # YYYY-MM-DD, New York
+    sa.Column("ratio", sa.Float(53)),  # split_to / split_from
+    sa.Column("amount", sa.Float(53)),  # cash per share
+    sa.Column("provider", sa.String(32), primary_key=True),
+    sa.Column("fetched_at", sa.BigInteger, nullable=False),
 )
 
 quality_issues = sa.Table(

@@ -251,6 +251,14 @@ async def test_the_dashboard_shows_the_symbols_and_a_trigger_click_starts_a_run(
                                       " ? t.innerText : null; })()"),
                 "the symbols table to show AAPL and MSFT")
             assert "succeeded" in table
+            # The filled data is the demo provider's: every symbol and run says so, and a note.
+            assert await page.evaluate("document.querySelectorAll('#symbols tbody .synthetic').length") == 2
+            assert await eventually(
+                lambda: page.evaluate("document.querySelectorAll('#runs tbody .synthetic').length"),
+                "the runs table to mark the demo runs") >= 1
+            banner = await page.evaluate("(() => { const b = document.getElementById('synthetic');"
+                                         " return b.hidden ? null : b.textContent; })()")
+            assert banner == "2 of 2 series hold synthetic data from the demo provider, not market data"
             assert await page.evaluate("document.querySelectorAll('#chart rect').length") >= 1
             assert await page.evaluate("document.getElementById('health').textContent") in (
                 "healthy", "degraded", "unhealthy")

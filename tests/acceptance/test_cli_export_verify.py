@@ -38,7 +38,7 @@ def test_export_csv_has_every_stored_bar_in_time_order_with_utc_times(exported: 
     result = exported["csv"]
     assert result.code == 0, result
     rows = list(csv.reader(io.StringIO(result.out)))
-    assert rows[0] == BAR_COLUMNS
+    assert rows[0] == BAR_COLUMNS + ["provider", "synthetic"]  # provenance last, as in Parquet
     stored = filled.bars("AAPL")
     assert len(rows) - 1 == len(stored)
     ts = [int(r[0]) for r in rows[1:]]

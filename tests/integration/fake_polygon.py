@@ -3,10 +3,12 @@
 It speaks the wire format of ``../shared/reference/polygon``: custom bars
 (``/v2/aggs/ticker/{t}/range/{m}/{span}/{from}/{to}``) with ``next_url`` pagination and grouped
 daily (``/v2/aggs/grouped/locale/{l}/market/{m}/{date}``), served from bars it holds or from canned
-bodies. Like the real API, ``limit`` counts *base* aggregates (minutes for intraday bars, days
+bodies, and the reference endpoints ``/v3/reference/splits``, ``/v3/reference/dividends`` (filtered
+by ``execution_date.gte`` / ``ex_dividend_date.gte``, paginated with ``next_url``) and
+``/v3/reference/tickers/{t}`` (404 for a ticker it neither holds nor lists). Like the real API, ``limit`` counts *base* aggregates (minutes for intraday bars, days
 otherwise) and a range holding more is cut short without a ``next_url`` — which is why clients
-must chunk long intraday ranges. Faults on demand: a per-window request budget answered with 429
-and ``Retry-After``, scripted statuses (5xx bursts, 403, 404...), slow answers, garbled or cut
+must chunk long intraday ranges. Faults on demand: a per-window request budget (a sliding window)
+answered with 429, with or without ``Retry-After``, scripted statuses (5xx bursts, 403, 404...), slow answers, garbled or cut
 bodies, refused keys (``NOT_AUTHORIZED``/``message`` or ``ERROR``/``error``), and re-adjusted
 history. Every request is recorded (path, query string, headers, status) for assertions.
 
@@ -93,14 +95,18 @@ class FakePolygon:
         budget: int = 0,
         window: float = 60.0,
         auth_error: str = "not_authorized",
+        retry_after: bool = True,
     ) -> None:
         """``budget`` requests per rolling ``window`` seconds (0 = unlimited); ``auth_error`` is
-        the shape of a refused key: "not_authorized" or "error"."""
+        the shape of a refused key: "not_authorized" or "error". ``retry_after=False`` is a
+        provider stricter than its client was told: its 429s say nothing about when to retry
+        (no ``Retry-After``), as Polygon's do."""
         self.api_key = api_key
         self.page_size = page_size
         self.budget = budget
         self.window = window
         self.auth_error = auth_error
+        self.retry_after = retry_after
         self.slow = 0.0  # seconds every answer waits before it is sent
         self.requests: list[SeenRequest] = []
         self.rejected_429 = 0
@@ -112,6 +118,9 @@ class FakePolygon:
         self._broken: deque[str] = deque()
         self._served: deque[float] = deque()  # arrival times of requests the budget let through
         self._runner: web.AppRunner | None = None
+        self.splits: list[dict[str, Any]] = []  # as /v3/reference/splits lists them
+        self.dividends: list[dict[str, Any]] = []
+        self.tickers: dict[str, bool] = {}  # ticker -> active, besides every held one (active)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -119,6 +128,9 @@ class FakePolygon:
         app = web.Application()
         app.router.add_get("/v2/aggs/ticker/{ticker}/range/{mult}/{span}/{frm}/{to}", self._aggs)
         app.router.add_get("/v2/aggs/grouped/locale/{locale}/market/{market}/{date}", self._grouped)
+        app.router.add_get("/v3/reference/splits", self._splits)
+        app.router.add_get("/v3/reference/dividends", self._dividends)
+        app.router.add_get("/v3/reference/tickers/{ticker}", self._ticker)
         # No access log: the client under test must be the only thing that could leak a key.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                      shutdown_timeout=0.1)
@@ -169,6 +181,28 @@ class FakePolygon:
             o, h, lo, c, vw = prices
             self.hold(entry.series, Bars(b.ts, o, h, lo, c, b.volume * factor, vw, b.trades))
 
+    def split(self, symbol: str, day: str, split_to: int, split_from: int = 1) -> None:
+        """A split executed on ``day`` (YYYY-MM-DD): every held bar of ``symbol`` before that
+        day's New York midnight gets prices * from/to and volume * to/from, as adjusted bars do;
+        the split is listed by /v3/reference/splits."""
+        cut = _instant(day, end=False)
+        factor = split_to / split_from
+        for (held_symbol, _), entry in list(self._held.items()):
+            if held_symbol != symbol:
+                continue
+            b = entry.bars
+            before = b.ts < cut
+
+            def adjust(x: np.ndarray, by: float) -> np.ndarray:
+                return np.where(before, np.round(x * by, 4), x)
+
+            self.hold(entry.series, Bars(
+                b.ts, *(adjust(x, 1 / factor) for x in (b.open, b.high, b.low, b.close)),
+                np.where(before, b.volume * factor, b.volume), adjust(b.vwap, 1 / factor), b.trades,
+            ))
+        self.splits.append({"execution_date": day, "split_from": split_from, "split_to": split_to,
+                            "ticker": symbol})
+
     def canned(self, ticker: str, *pages: dict[str, Any]) -> None:
         """Answer custom-bar requests for ``ticker`` with these bodies in turn (the last repeats)."""
         self._canned[ticker] = deque(pages)
@@ -213,6 +247,37 @@ class FakePolygon:
     async def _grouped(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, self._grouped_body)
 
+    async def _splits(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, lambda r: self._listing(r, self.splits, "execution_date"))
+
+    async def _dividends(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, lambda r: self._listing(r, self.dividends, "ex_dividend_date"))
+
+    async def _ticker(self, request: web.Request) -> web.StreamResponse:
+        ticker = request.match_info["ticker"]
+        held = any(symbol == ticker for symbol, _ in self._held) or ticker in self._canned
+        if ticker not in self.tickers and not held:
+            return await self._answer(request, lambda r: _NotFound(ticker))
+        active = self.tickers.get(ticker, True)
+        return await self._answer(request, lambda r: {
+            "request_id": uuid.uuid4().hex, "status": "OK",
+            "results": {"ticker": ticker, "active": active, "market": "stocks", "locale": "us"},
+        })
+
+    def _listing(self, request: web.Request, rows: list[dict[str, Any]], date_key: str) -> dict[str, Any]:
+        cursor = request.query.get("cursor")
+        query = _cursor_read(cursor) if cursor else dict(request.query)
+        since = query.get(f"{date_key}.gte", "")
+        chosen = sorted((r for r in rows if r[date_key] >= since), key=lambda r: r[date_key],
+                        reverse=True)
+        offset = int(query.get("offset", 0))
+        page = chosen[offset: offset + self.page_size]
+        body: dict[str, Any] = {"request_id": uuid.uuid4().hex, "status": "OK", "results": page}
+        if offset + self.page_size < len(chosen):
+            token = _cursor_make({**query, "offset": offset + self.page_size})
+            body["next_url"] = f"{self.url}{request.path}?cursor={token}"
+        return body
+
     async def _answer(self, request: web.Request, build) -> web.StreamResponse:
         arrived = time.monotonic()
         response = await self._respond(request, build, arrived)
@@ -228,18 +293,22 @@ class FakePolygon:
             return self._refused()
         if (wait := self._budget_wait(arrived)) > 0:
             self.rejected_429 += 1
+            headers = {"Retry-After": f"{math.ceil(wait * 1000) / 1000:g}"} if self.retry_after else {}
             return web.json_response(
                 {"status": "ERROR", "request_id": uuid.uuid4().hex,
                  "error": "You've exceeded the maximum requests per minute."},
-                status=429, headers={"Retry-After": f"{math.ceil(wait * 1000) / 1000:g}"},
+                status=429, headers=headers,
             )
-        if self._scripted:
+        if self._scripted and request.path.startswith("/v2/"):  # scripted faults hit bar requests
             status, headers, doc = self._scripted.popleft()
             return web.json_response(doc, status=status, headers=headers)
         if self.slow:
             await asyncio.sleep(self.slow)
         try:
             body = build(request)
+            if isinstance(body, _NotFound):
+                return web.json_response({"status": "NOT_FOUND", "request_id": uuid.uuid4().hex,
+                                          "message": f"Ticker not found: {body.ticker}"}, status=404)
         except ValueError as exc:
             return web.json_response({"status": "ERROR", "request_id": uuid.uuid4().hex,
                                       "error": str(exc)}, status=400)
@@ -341,6 +410,11 @@ class FakePolygon:
         if not rows:
             return head
         return json.dumps(head)[:-1] + f',"results":[{",".join(rows)}]}}'
+
+
+@dataclass(frozen=True, slots=True)
+class _NotFound:
+    ticker: str
 
 
 def _base_per_bar(tf: Timeframe) -> int:

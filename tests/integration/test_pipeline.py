@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from enrichctl import exports, service
+from enrichctl import service
 from enrichctl.domain import (
     BAR_FIELDS,
     MS_PER_DAY,
@@ -37,6 +37,7 @@ from enrichctl.pipeline.plan import Mode
 from enrichctl.providers.base import RequestSink
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.service import RunOptions
+from enrichctl.verify import VerifyOptions, verify
 
 HOUR_MS = 3_600_000
 # Friday 2024-06-14, 22:00 UTC: after the New York close, before the day bar is complete.
@@ -171,7 +172,7 @@ async def test_a_run_stores_exactly_the_providers_bars_with_indicators_and_bookk
     assert db.rows("SELECT symbol, timeframe, ts FROM bars GROUP BY symbol, timeframe, ts "
                    "HAVING count(*) > 1") == []
     assert db.rows("SELECT kind, detail FROM quality_issues") == []
-    verified = await exports.verify(settings, None, recompute=True)
+    verified = await verify(settings, None, VerifyOptions(recompute=True))
     assert verified["ok"], [s for s in verified["series"] if not s["ok"]]
     assert report.bars_written == report.bars_fetched == total
 
@@ -320,7 +321,7 @@ async def test_a_split_announced_after_a_run_replaces_the_whole_series(db, calen
     assert (row["watermark"], row["bar_count"]) == (int(stored.ts[-1]), len(stored))
 
     db.assert_indicators_are_full_compute(settings, AAPL_1D)
-    verified = await exports.verify(settings, "AAPL", recompute=True)
+    verified = await verify(settings, "AAPL", VerifyOptions(recompute=True))
     assert verified["series"][0]["max_indicator_diff"] <= 1e-9
     issues = db.dicts("SELECT * FROM quality_issues WHERE kind = 'readjusted'")
     assert len(issues) == 1

@@ -68,8 +68,10 @@ async def test_a_daily_update_of_many_stocks_costs_one_request_per_date(fake, db
     second = await service.run(settings, service.RunOptions(as_of=LATER))
     assert service.exit_code_of(second) == EXIT_OK, second.doc()
     new_paths = [r.path for r in fake.requests[before:]]
-    assert len(new_paths) == 4 and all(p.startswith("/v2/aggs/grouped/") for p in new_paths)
-    assert second.requests == 4
+    # Four grouped days and the run's one splits request for the whole universe.
+    assert new_paths[0] == "/v3/reference/splits"
+    assert len(new_paths) == 5 and all(p.startswith("/v2/aggs/grouped/") for p in new_paths[1:])
+    assert second.requests == 5
     assert sum(j.bars_written for j in second.jobs) == 3 * len(SERIES)
     for series in SERIES:
         held = fake.held(series)

@@ -122,7 +122,7 @@ async def test_every_series_ends_equal_to_the_server_and_readjusted_history_is_r
     # A re-adjusted series is replaced from the (new) history start; the others grow.
     starts = {s: (plan2[s].history_start if s.symbol == "AAPL" else starts[s]) for s in SERIES}
     assert_store_equals_server(db, fake, starts, {s: p.end for s, p in plan2.items()})
-    assert second.requests == len(fake.requests) - seen_before == len(SERIES) + 2
+    assert second.requests == len(fake.requests) - seen_before == len(SERIES) + 2 + 1  # and the run's one splits request
     async with service.store_open(settings) as store:
         issues = await store.issues_recent("AAPL", "1d")
     assert any(i.kind == "readjusted" and "refetched" in i.detail for i in issues)
@@ -136,7 +136,8 @@ async def test_a_refused_key_stops_the_run_with_exit_78_and_stores_nothing(
     report = await service.run(settings, service.RunOptions(as_of=AS_OF))
     assert service.exit_code_of(report) == EXIT_CONFIG
     assert report.aborted and "refused the API key" in (report.error or "")
-    assert 1 <= len(fake.requests) <= len(UNIVERSE)  # jobs already in flight; none retried
+    # Jobs already in flight, and the run's splits request; none retried.
+    assert 1 <= len(fake.requests) <= len(UNIVERSE) + 1
     assert {r.status for r in fake.requests} == {401}
     assert db.scalar("SELECT count(*) FROM bars") == 0
 

@@ -289,3 +289,23 @@ def test_a_run_works_without_writable_executable_memory(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert probe.returncode != 0 and "Permission denied" in probe.stderr  # the restriction was on
+
+
+@pytest.mark.parametrize(("textfile", "expected"), [
+    ("/run/enrichctl-metrics/enrichctl.prom",
+     {"RuntimeDirectory": ["enrichctl-metrics"], "RuntimeDirectoryMode": ["0755"],
+      "RuntimeDirectoryPreserve": ["yes"]}),
+    ("/var/lib/prometheus/node-exporter/enrichctl.prom",
+     {"ReadWritePaths": ["-/var/lib/prometheus/node-exporter"]}),
+])
+def test_a_metrics_textfile_is_writable_from_the_run_sandbox_and_readable_by_node_exporter(
+    analyze: str, tmp_path: Path, textfile: str, expected: dict[str, list[str]]
+) -> None:
+    units = _rendered(tmp_path, user=False, settings=_settings(metrics={"textfile_path": textfile}))
+    run = _directives(units[systemd.RUN_SERVICE].read_text())["Service"]
+    for key, values in expected.items():
+        assert run[key] == values, key
+    serve = _directives(units[systemd.SERVE_SERVICE].read_text())["Service"]
+    assert "RuntimeDirectory" not in serve and "ReadWritePaths" not in serve  # only run writes it
+    result = _run_analyze(analyze, "verify", *map(str, units.values()))
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr

@@ -350,3 +350,47 @@ async def test_intraday_volume_adds_up_to_about_the_daily_volume(provider: DemoP
         Series("AAPL", AssetClass.STOCK, Timeframe.M5), start, end
     )
     assert 0.5 < five_minute.volume.sum() / daily.volume.sum() < 2.0
+
+
+# --- the demo's split: GOOGL 20:1 on 2022-07-18 ------------------------------------------------
+
+SPLIT_DAY = utc_date_ms("2022-07-18") + 4 * 3_600_000  # midnight New York (summer time)
+
+
+@pytest.mark.parametrize("timeframe", [Timeframe.D1, Timeframe.H1, Timeframe.W1])
+async def test_bars_before_the_split_are_adjusted_once_it_has_happened(
+    calendar: SessionCalendar, timeframe: Timeframe
+) -> None:
+    googl = Series("GOOGL", AssetClass.STOCK, timeframe)
+    start, end = SPLIT_DAY - 30 * MS_PER_DAY, SPLIT_DAY - 1
+    raw = await DemoProvider(calendar, clock=lambda: SPLIT_DAY - 1).fetch_bars(googl, start, end)
+    adjusted = await DemoProvider(calendar, clock=lambda: SPLIT_DAY + 30 * MS_PER_DAY).fetch_bars(googl, start, end)
+    # The week of the split had not ended before it: compare the bars both have.
+    adjusted = adjusted.take(np.isin(adjusted.ts, raw.ts))
+    assert len(raw) and np.array_equal(raw.ts, adjusted.ts)
+    np.testing.assert_array_equal(adjusted.close, np.round(raw.close / 20, 4))
+    np.testing.assert_array_equal(adjusted.volume, raw.volume * 20)
+    assert (raw.volume == np.round(raw.volume)).all()  # whole shares as traded then
+    np.testing.assert_array_equal(adjusted.trades, raw.trades)
+    assert (adjusted.low <= np.minimum(adjusted.open, adjusted.close)).all()
+    assert ((adjusted.vwap >= adjusted.low) & (adjusted.vwap <= adjusted.high)).all()
+    # The adjusted history runs on into the bars after the split without a jump.
+    whole = await DemoProvider(calendar, clock=lambda: SPLIT_DAY + 30 * MS_PER_DAY).fetch_bars(
+        Series("GOOGL", AssetClass.STOCK, Timeframe.D1), start, SPLIT_DAY + 10 * MS_PER_DAY)
+    assert np.abs(np.diff(np.log(whole.close))).max() < 0.2
+    # The bars from the split on are the same whenever they are fetched.
+    later = SPLIT_DAY + 20 * MS_PER_DAY
+    after = [await DemoProvider(calendar, clock=lambda c=c: c).fetch_bars(googl, SPLIT_DAY, later)
+             for c in (later + MS_PER_DAY, later + 400 * MS_PER_DAY)]
+    assert all(np.array_equal(getattr(after[0], f), getattr(after[1], f), equal_nan=f != "ts") for f in BAR_FIELDS)
+
+
+async def test_the_split_is_listed_from_its_day_on(calendar: SessionCalendar) -> None:
+    before = DemoProvider(calendar, clock=lambda: SPLIT_DAY - 1)
+    after = DemoProvider(calendar, clock=lambda: SPLIT_DAY + MS_PER_DAY)
+    assert await before.corporate_actions("split", "2022-07-01") == []
+    [split] = await after.corporate_actions("split", "2022-07-01")
+    assert (split.symbol, split.ex_date, split.ratio, split.describe()) == (
+        "GOOGL", "2022-07-18", 20.0, "split 20:1 on 2022-07-18")
+    assert await after.corporate_actions("split", "2022-07-19") == []
+    assert await after.corporate_actions("dividend", "2022-01-01") == []

@@ -184,11 +184,13 @@ def test_crypto_intraday_gap_groups_consecutive_missing_hours(calendar):
     ]
 
 
-def test_weekly_series_has_no_gap_check(calendar):
-    week = 7 * MS_PER_DAY
-    mondays = np.arange(ny_day(calendar, "2024-01-08"), ny_day(calendar, "2024-12-30"), week)
+def test_weekly_series_are_checked_on_the_exchange_calendars_weeks(calendar):
+    mondays = calendar.week_starts(AssetClass.STOCK, ny_day(calendar, "2024-01-08"), ny_day(calendar, "2024-12-30"))
+    assert len(mondays) == 52  # Monday midnight New York, across both DST changes
+    assert check(AAPL_W1, make_bars(mondays), calendar).issues == []
     result = check(AAPL_W1, make_bars(np.delete(mondays, [5, 6, 7])), calendar)
-    assert result.issues == []
+    gaps = of_kind(result, IssueKind.GAP)
+    assert [g.detail for g in gaps] == ["3 weeks missing from 2024-02-12 to 2024-02-26"]
 
 
 def test_many_gaps_are_capped_with_a_summary(calendar):
@@ -399,11 +401,15 @@ def test_daily_stale_counts_sessions_after_the_watermark(calendar):
     assert over_holiday is not None and "3 bars behind" in over_holiday.detail  # 07-04 not counted
 
 
-def test_no_data_is_stale_and_weekly_has_no_notion(calendar):
-    now = utc_date_ms("2024-07-10") + 15 * HOUR
+def test_no_data_is_stale_and_weekly_counts_complete_weeks(calendar):
+    now = utc_date_ms("2024-07-10") + 15 * HOUR  # a Wednesday: the last complete week began 1 July
     empty = check_stale(AAPL_D1, None, now, calendar, CONFIG)
     assert empty is not None and empty.kind is IssueKind.STALE and "no bars" in empty.detail
-    assert check_stale(AAPL_W1, None, now, calendar, CONFIG) is None
+    assert check_stale(AAPL_W1, None, now, calendar, CONFIG) is not None
+    july_1 = ny_day(calendar, "2024-07-01")
+    assert calendar.last_complete_bar_start(AAPL_W1, now) == july_1
+    assert check_stale(AAPL_W1, july_1, now, calendar, CONFIG) is None
+    assert check_stale(AAPL_W1, ny_day(calendar, "2024-06-17"), now, calendar, CONFIG) is not None
 
 
 def test_intraday_stock_stale_counts_session_bars_not_the_night(calendar):
@@ -445,7 +451,10 @@ def test_check_stored_finds_every_kind_of_damage(calendar):
         IssueKind.OHLC,
         IssueKind.NON_SESSION,
         IssueKind.GAP,
+        IssueKind.BAD_PRINT,  # the holiday bar's price is far from both its neighbours
+        IssueKind.VWAP,  # the damaged bar's high is below its vwap
     }
+    assert [i.ts for i in by_kind[IssueKind.BAD_PRINT]] == [holiday.ts[0]]
     assert any("not in timestamp order" in i.detail for i in by_kind[IssueKind.DUPLICATE])
     assert [i.detail for i in by_kind[IssueKind.GAP]] == [
         f"2 sessions missing from {_date(days[40])} to {_date(days[41])}"

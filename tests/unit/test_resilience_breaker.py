@@ -90,7 +90,8 @@ async def test_open_breaker_rejects_without_calling_and_says_when_to_retry() -> 
     assert called == []
     assert isinstance(raised.value, TemporaryError)
     assert raised.value.retry_in == pytest.approx(12.3)
-    assert str(raised.value) == "circuit 'polygon' is open; retry in 12.3 s"
+    # The message names the failure that opened it, not only that it is open.
+    assert str(raised.value) == "circuit 'polygon' is open; retry in 12.3 s (last error: HTTP 503)"
 
 
 async def test_permanent_client_errors_do_not_count_as_failures() -> None:
@@ -280,3 +281,39 @@ def test_a_429_is_the_quota_not_ill_health():
     assert not counts_as_failure(RetryableProviderError("slow down", status=429))
     assert counts_as_failure(RetryableProviderError("bad gateway", status=502))
     assert counts_as_failure(TimeoutError())
+
+
+async def refused() -> None:
+    raise RetryableProviderError("cannot connect to 127.0.0.1:9 (connection refused)")
+
+
+async def _refused_until_open(breaker: CircuitBreaker) -> None:
+    for _ in range(4):
+        with contextlib.suppress(RetryableProviderError, CircuitOpen):
+            await breaker.call(refused)
+
+
+async def test_open_on_transport_failures_before_any_answer_names_the_cause() -> None:
+    breaker = make(FakeClock())
+    await _refused_until_open(breaker)
+    assert breaker.unreachable_cause == "cannot connect to 127.0.0.1:9 (connection refused)"
+    with pytest.raises(CircuitOpen) as caught:
+        await breaker.call(ok)
+    assert "connection refused" in caught.value.message
+
+
+async def test_a_provider_that_answered_once_is_not_unreachable() -> None:
+    breaker = make(FakeClock())
+    await outcome(breaker, succeed=True)
+    await _refused_until_open(breaker)
+    assert breaker.state is BreakerState.OPEN and breaker.unreachable_cause is None
+
+
+async def test_5xx_answers_open_the_breaker_but_do_not_make_it_unreachable() -> None:
+    breaker = make(FakeClock())
+    for _ in range(4):
+        await outcome(breaker, succeed=False)
+    assert breaker.state is BreakerState.OPEN and breaker.unreachable_cause is None
+    with pytest.raises(CircuitOpen) as caught:
+        await breaker.call(ok)
+    assert "HTTP 503" in caught.value.message

@@ -1,0 +1,92 @@
+"""Polygon's reference data: splits, dividends and a ticker's own record.
+
+Splits and dividends are asked for the whole universe at once (``execution_date.gte`` /
+``ex_dividend_date.gte``), paginated with ``next_url``; a ticker's record answers "does this
+ticker exist, is it still listed" when a new series' first fetch returned nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from enrichctl.errors import PermanentProviderError
+
+MAX_PAGES = 50
+PAGE_LIMIT = "1000"
+
+
+@dataclass(frozen=True, slots=True)
+class CorporateAction:
+    symbol: str
+    kind: str  # "split" | "dividend"
+    ex_date: str  # YYYY-MM-DD
+    ratio: float | None = None  # split_to / split_from: 2.0 for a 2-for-1 split
+    amount: float | None = None  # cash per share
+
+    def describe(self) -> str:
+        if self.kind == "split":
+            ratio = self.ratio or 1.0
+            text = f"{ratio:g}:1" if ratio >= 1 else f"1:{1 / ratio:g}"
+            return f"split {text} on {self.ex_date}"
+        return f"dividend {self.amount:g} on {self.ex_date}"
+
+
+class TickerState(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"  # delisted
+    UNKNOWN = "unknown"  # the provider has never heard of it
+
+
+class ReferenceSource(Protocol):
+    """What a provider offers beyond bars (optional: providers without it skip these checks)."""
+
+    async def corporate_actions(self, kind: str, since: str) -> list[CorporateAction]: ...
+
+    async def ticker_state(self, symbol: str) -> TickerState: ...
+
+
+async def polygon_actions(client: Any, kind: str, since: str) -> list[CorporateAction]:
+    """Every split (or dividend) of any ticker from ``since`` (YYYY-MM-DD) on."""
+    if kind == "split":
+        path, params = "/v3/reference/splits", {"execution_date.gte": since}
+    else:
+        path, params = "/v3/reference/dividends", {"ex_dividend_date.gte": since}
+    params = {**params, "limit": PAGE_LIMIT}
+    url = client._url(path)
+    found: list[CorporateAction] = []
+    for _ in range(MAX_PAGES):
+        body = await client._get(url, params, None, "ref", "splits" if kind == "split" else "dividends")
+        for r in body.get("results") or []:
+            found.append(_action_of(kind, r, path))
+        next_url = body.get("next_url")
+        if not next_url:
+            return found
+        url, params = client._follow(str(next_url)), None
+    raise PermanentProviderError(f"Polygon kept paginating {path} past {MAX_PAGES} pages")
+
+
+def _action_of(kind: str, r: dict[str, Any], path: str) -> CorporateAction:
+    try:
+        if kind == "split":
+            ratio = float(r["split_to"]) / float(r["split_from"])
+            return CorporateAction(str(r["ticker"]), "split", str(r["execution_date"]), ratio=ratio)
+        return CorporateAction(str(r["ticker"]), "dividend", str(r["ex_dividend_date"]),
+                               amount=float(r["cash_amount"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise PermanentProviderError(
+            f"Polygon sent a {kind} we cannot read from {path} ({type(exc).__name__})"
+        ) from None
+
+
+async def polygon_ticker_state(client: Any, symbol: str) -> TickerState:
+    url = client._url(f"/v3/reference/tickers/{symbol}")
+    try:
+        body = await client._get(url, None, symbol, "ref", "ticker")
+    except PermanentProviderError as exc:
+        if exc.status == 404:
+            return TickerState.UNKNOWN
+        raise
+    results = body.get("results") or {}
+    return TickerState.ACTIVE if results.get("active", True) else TickerState.INACTIVE

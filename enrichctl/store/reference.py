@@ -1,0 +1,40 @@
+"""The store's reference half: corporate actions as the provider listed them. A base of
+``Store`` like ``Coordination``; it runs its SQL through the same transactions."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from enrichctl.domain import now_ms
+from enrichctl.providers.reference import CorporateAction
+from enrichctl.store import queries
+
+
+class ReferenceStore:
+    dialect: str
+
+    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
+        raise NotImplementedError
+
+    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
+        raise NotImplementedError
+
+    async def actions_store(self, provider: str, actions: list[CorporateAction]) -> None:
+        if not actions:
+            return
+        now = now_ms()
+        async with self._write() as conn:
+            await conn.execute(queries.actions_upsert(self.dialect), [
+                {"symbol": a.symbol, "kind": a.kind, "ex_date": a.ex_date, "ratio": a.ratio,
+                 "amount": a.amount, "provider": provider, "fetched_at": now}
+                for a in actions
+            ])
+
+    async def actions_list(
+        self, symbol: str | None = None, provider: str | None = None
+    ) -> list[CorporateAction]:
+        async with self._read() as conn:
+            rows = (await conn.execute(queries.actions_select(symbol, provider))).all()
+        return [CorporateAction(r.symbol, r.kind, r.ex_date, r.ratio, r.amount) for r in rows]

@@ -1,0 +1,52 @@
+"""Every metric the bundled alert rules and Grafana dashboard use is in the live ``/metrics`` of
+``serve`` (on SQLite and PostgreSQL), so a renamed metric cannot silently disable an alert.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from enrichctl import service, web
+
+if TYPE_CHECKING:
+    from conftest import Database  # the ``db`` fixture: one empty database per backend
+
+MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
+METRIC_RE = re.compile(r"\benrichctl_[a-z0-9_]+")
+
+
+def used_names() -> dict[str, set[str]]:
+    return {name: set(METRIC_RE.findall((MONITORING / name).read_text()))
+            for name in ("alerts.yml", "grafana-dashboard.json")}
+
+
+def exposed_names(text: str) -> set[str]:
+    """Family names (TYPE lines, even without samples) and every sample name (``_bucket``...)."""
+    names = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
+    for family in text_string_to_metric_families(text):
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+async def test_every_metric_the_rules_and_the_dashboard_use_is_served(db: Database) -> None:
+    settings = db.settings(["AAPL", "MSFT"])
+    report = await service.run(settings, service.RunOptions(symbols=["AAPL", "MSFT"]))
+    assert report.status == "succeeded"
+    async with service.session_open(settings) as session:
+        await session.pause("maintenance", by="test")  # the pause metrics exist only while paused
+    async with TestClient(TestServer(web.app_create(settings))) as client:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        text = await response.text()
+    exposed = exposed_names(text)
+    used = used_names()
+    assert len(used["alerts.yml"]) >= 10 and len(used["grafana-dashboard.json"]) >= 15
+    for file, names in used.items():
+        assert names - exposed == set(), f"{file} uses metrics /metrics does not serve"
+    assert 'enrichctl_series_quality_score{provider="demo",symbol="AAPL",synthetic="true",timeframe="1d"} 1.0' in text
+    assert "enrichctl_scheduler_paused 1.0" in text
