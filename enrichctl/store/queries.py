@@ -286,6 +286,19 @@ def series_select(symbol: str | None = None):
     return stmt.order_by(series.c.symbol, series.c.timeframe)
 
 
+def series_overlap_starts(pairs: list[tuple[str, str]], n: int):
+    """(symbol, timeframe, ts) of each series in ``pairs``: the ts of its ``n``-th newest bar,
+    or of its first bar when it has fewer (NULL without bars): where an incremental fetch
+    re-reads the last ``n`` stored bars from, for many series in one statement."""
+    b = bars.alias("b")
+    own = (b.c.symbol == series.c.symbol, b.c.timeframe == series.c.timeframe)
+    nth = (sa.select(b.c.ts).where(*own).order_by(b.c.ts.desc()).limit(1).offset(n - 1)
+           .scalar_subquery())
+    first = sa.select(sa.func.min(b.c.ts)).where(*own).scalar_subquery()
+    return sa.select(series.c.symbol, series.c.timeframe, sa.func.coalesce(nth, first)).where(
+        sa.tuple_(series.c.symbol, series.c.timeframe).in_(pairs))
+
+
 def series_one(symbol: str, timeframe: str):
     return sa.select(series).where(series.c.symbol == symbol, series.c.timeframe == timeframe)
 

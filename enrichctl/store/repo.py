@@ -525,6 +525,29 @@ class Store(Coordination, ReferenceStore):
             rows = await conn.execute(queries.series_select(symbol))
             return [row_to(SeriesRow, r) for r in rows.all()]
 
+    async def series_rows(self, symbols: Iterable[str] | None = None) -> dict[tuple[str, str], SeriesRow]:
+        """(symbol, timeframe) -> row of every stored series (of ``symbols``), in one read."""
+        wanted = None if symbols is None else set(symbols)
+        only = next(iter(wanted)) if wanted is not None and len(wanted) == 1 else None
+        rows = await self.series_list(only)
+        return {(r.symbol, r.timeframe): r for r in rows if wanted is None or r.symbol in wanted}
+
+    async def series_overlap_starts(self, series: Iterable[Series], n: int) -> dict[Series, int | None]:
+        """Per series, the ts of the first of its last ``n`` stored bars (None without bars):
+        what ``bars_tail(series, n).ts[0]`` gives, for many series in a few statements."""
+        wanted = {(s.symbol, s.timeframe.value): s for s in series}
+        found: dict[Series, int | None] = dict.fromkeys(wanted.values())
+        if n <= 0 or not wanted:
+            return found
+        pairs = list(wanted)
+        async with self._read() as conn:
+            # Chunks: two bound parameters per series stay under every driver's limit.
+            for at in range(0, len(pairs), 450):
+                stmt = queries.series_overlap_starts(pairs[at:at + 450], n)
+                for symbol, timeframe, ts in (await conn.execute(stmt)).all():
+                    found[wanted[(symbol, timeframe)]] = None if ts is None else int(ts)
+        return found
+
     async def series_get(self, series: Series) -> SeriesRow | None:
         async with self._read() as conn:
             row = (await conn.execute(queries.series_one(series.symbol, series.timeframe.value))).first()
