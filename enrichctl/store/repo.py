@@ -37,6 +37,7 @@ from enrichctl.errors import (
 from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries, tables
 from enrichctl.store.coordination import Coordination
+from enrichctl.store.groupcommit import GroupCommit
 from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
@@ -109,6 +110,16 @@ class SeriesWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class _Commit:
+    """One task's commit: its series data (if any), its record, its provider calls, its job's end."""
+
+    write: SeriesWrite | None
+    task: dict[str, Any] | None
+    requests: list[RequestRecord]
+    job: JobEnd | None
+
+
+@dataclass(frozen=True, slots=True)
 class JobEnd:
     """A job's last update (its end state and counts), committed in the transaction of its last
     task, and only while ``worker`` still holds the job."""
@@ -159,6 +170,7 @@ class Store(Coordination, ReferenceStore):
         self._errors = (SQLAlchemyError, *_driver_errors(self.dialect))
         # The SQLite file as opened: (path, device, inode), checked before every commit.
         self._file: tuple[Path, int, int] | None = None
+        self._commits: GroupCommit[_Commit, int] = GroupCommit(self._commit_many)
 
     @classmethod
     async def open(
@@ -432,77 +444,90 @@ class Store(Coordination, ReferenceStore):
     ) -> int:
         """Store bars, indicators and issues of one series and move its watermark, atomically,
         with the task's record, the provider calls it made and, for a job's last task, the
-        job's end. Returns the bars written."""
+        job's end. Returns the bars written. Series that finish together commit in one
+        transaction (``GroupCommit``); each is whole in it."""
         s = write.series
-        now = now_ms()
-        key = (s.symbol, s.timeframe.value)
-        bar_rows = write.bars.rows(key)
-        ind_names = tuple(write.indicators)
-        ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
-        async with self._write() as conn:
-            previous = None
-            if not write.replace:
-                # Write first (it takes SQLite's write lock), then read the row this transaction
-                # will update: read-then-write could meet another process's writer in between.
-                previous = (await conn.execute(
-                    queries.series_touch_returning(s.symbol, s.timeframe.value, now))).first()
-            if write.replace:
-                # Replaced whole (a refetch, another provider): its old issues go with its bars.
-                await conn.execute(queries.issues_delete_series(s.symbol, s.timeframe.value))
-                await conn.execute(queries.bars_delete(s.symbol, s.timeframe.value))
-                await conn.execute(
-                    queries.indicators_delete(self.indicators, s.symbol, s.timeframe.value)
-                )
-            await self._bulk_upsert(conn, "bars", BAR_ROW, bar_rows)
-            await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + ind_names, ind_rows)
-            if write.issues:
-                await conn.execute(
-                    queries.issues_insert(),
-                    [
-                        {"run_id": write.run_id, "symbol": s.symbol, "timeframe": s.timeframe.value,
-                         "kind": i.kind.value, "severity": i.severity.value, "ts": i.ts,
-                         "detail": i.detail, "created_at": now}
-                        for i in write.issues
-                    ],
-                )
-            if write.replace:  # the series is exactly the bars just written
-                ts = write.bars.ts
-                count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
-            else:
-                ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
-            prev = None if previous is None or write.replace else row_to(SeriesRow, previous)
-            columns, params = queries.row_values(
-                tables.series, _series_values(write, prev, int(count), first, last, now), every=True)
-            await self._driver(conn, queries.row_insert_sql(tables.series, columns, ("symbol", "timeframe")),
-                               params)
-            await self._task_and_requests(conn, task, requests or [], job)
-        return len(bar_rows)
+        return await self._commits.submit(_Commit(write, task, requests or [], job),
+                                          (s.symbol, s.timeframe.value))
 
     async def task_record(
         self, task: dict[str, Any], requests: list[RequestRecord], job: JobEnd | None = None
     ) -> None:
         """A finished task's row and its provider calls (and the job's end, for its last task),
         when no series data goes with them."""
-        async with self._write() as conn:
-            await self._task_and_requests(conn, task, requests, job)
+        await self._commits.submit(_Commit(None, task, requests, job), None)
 
-    async def _task_and_requests(
-        self, conn: AsyncConnection, task: dict[str, Any] | None, requests: list[RequestRecord],
-        job: JobEnd | None = None,
+    async def _commit_many(self, commits: list[_Commit]) -> list[int]:
+        """One transaction for every commit given (no two of the same series): a statement per
+        kind of row for all of them, not per series. Returns the bars each wrote."""
+        now = now_ms()
+        writes = [c.write for c in commits if c.write is not None]
+        keyed = [((w.series.symbol, w.series.timeframe.value), w) for w in writes]
+        bar_rows = {key: w.bars.rows(key) for key, w in keyed}
+        async with self._write() as conn:
+            previous: dict[tuple[str, str], SeriesRow] = {}
+            extending = [key for key, w in keyed if not w.replace]
+            if extending:
+                # Write first (it takes SQLite's write lock), then read the rows this
+                # transaction will update: read-then-write could meet another process's writer.
+                touched = await conn.execute(queries.series_touch_many_returning(extending, now))
+                previous = {(r.symbol, r.timeframe): row_to(SeriesRow, r) for r in touched.all()}
+            for (symbol, timeframe), w in keyed:
+                if w.replace:
+                    # Replaced whole (a refetch, another provider): its old issues go with its bars.
+                    await conn.execute(queries.issues_delete_series(symbol, timeframe))
+                    await conn.execute(queries.bars_delete(symbol, timeframe))
+                    await conn.execute(queries.indicators_delete(self.indicators, symbol, timeframe))
+            await self._bulk_upsert(conn, "bars", BAR_ROW, [r for rows in bar_rows.values() for r in rows])
+            by_names: dict[tuple[str, ...], list[tuple]] = {}
+            for key, w in keyed:
+                by_names.setdefault(tuple(w.indicators), []).extend(
+                    _indicator_rows(key, w.indicator_ts, w.indicators))
+            for names, rows in by_names.items():
+                await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + names, rows)
+            issues = [
+                {"run_id": w.run_id, "symbol": key[0], "timeframe": key[1], "kind": i.kind.value,
+                 "severity": i.severity.value, "ts": i.ts, "detail": i.detail, "created_at": now}
+                for key, w in keyed for i in w.issues
+            ]
+            if issues:
+                await conn.execute(queries.issues_insert(), issues)
+            series_rows = []
+            for key, w in keyed:
+                if w.replace:  # the series is exactly the bars just written
+                    ts = w.bars.ts
+                    count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
+                else:
+                    ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
+                prev = None if w.replace else previous.get(key)
+                series_rows.append(queries.row_values(
+                    tables.series, _series_values(w, prev, int(count), first, last, now), every=True))
+            await self._driver_grouped(conn, tables.series, series_rows, ("symbol", "timeframe"))
+            await self._driver_grouped(conn, tables.tasks, [
+                queries.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
+            await self._driver_grouped(conn, tables.requests, [
+                queries.row_values(tables.requests, r) for c in commits
+                for r in _request_rows(c.task["run_id"] if c.task is not None else None, c.requests)])
+            ends = []
+            for c in commits:
+                if c.job is not None:
+                    values = {**c.job.values, "updated_at": now_ms()}
+                    ends.append((tuple(values), [*values.values(), c.job.job_id, c.job.worker]))
+            for columns in dict.fromkeys(cols for cols, _ in ends):
+                await self._driver(conn, queries.job_update_claimed_sql(columns),
+                                   [p for cols, p in ends if cols == columns], many=True)
+        return [len(bar_rows[(c.write.series.symbol, c.write.series.timeframe.value)])
+                if c.write is not None else 0 for c in commits]
+
+    async def _driver_grouped(
+        self, conn: AsyncConnection, table: sa.Table, rows: list[tuple[tuple[str, ...], list]],
+        key: tuple[str, ...] = (),
     ) -> None:
-        if task is not None:
-            columns, params = queries.row_values(tables.tasks, task)
-            await self._driver(conn, queries.row_insert_sql(tables.tasks, columns), params)
-        if requests:
-            run_id = task["run_id"] if task is not None else None
-            rows = _request_rows(run_id, requests)
-            columns = queries.row_values(tables.requests, rows[0])[0]
-            await self._driver(conn, queries.row_insert_sql(tables.requests, columns),
-                               [queries.row_values(tables.requests, r)[1] for r in rows], many=True)
-        if job is not None:
-            values = {**job.values, "updated_at": now_ms()}
-            await self._driver(conn, queries.job_update_claimed_sql(tuple(values)),
-                               [*values.values(), job.job_id, job.worker])
+        """INSERT (or, with ``key``, upsert) (columns, parameters) rows: one executemany per
+        column list."""
+        for columns in dict.fromkeys(cols for cols, _ in rows):
+            await self._driver(conn, queries.row_insert_sql(table, columns, key),
+                               [params for cols, params in rows if cols == columns], many=True)
 
     async def series_touch(self, series: Series, provider: str, synthetic: bool, **values) -> None:
         """Record an attempt/outcome on a series without storing bars (creates it if new)."""
