@@ -19,7 +19,7 @@ from enrichctl.web.params import (
     TRIGGER_MAX_SYMBOLS,
 )
 
-API = "/api/v1/enrichment"
+API = "/api/v1/enrichment"  # every JSON endpoint is under it (server.py routes from this)
 JSON = "application/json"
 
 

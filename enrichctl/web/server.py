@@ -46,7 +46,7 @@ from enrichctl.web.params import (
 
 log = get_logger("web")
 
-API = "/api/v1/enrichment"
+API = openapi.API  # one prefix: the routes here and the paths the description names
 CLIENT_MAX_SIZE = 64 * 1024  # request bodies: a pause reason is the largest thing we accept
 
 
