@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from enrichctl.domain import AssetClass, Instrument, Series, Timeframe
 from enrichctl import service
+from enrichctl.domain import AssetClass, Instrument, Series, Timeframe
 from enrichctl.service import RunOptions
 from enrichctl.store.repo import Store
 
