@@ -117,6 +117,8 @@ class _Commit:
     task: dict[str, Any] | None
     requests: list[RequestRecord]
     job: JobEnd | None
+    bar_rows: list[tuple] = field(default_factory=list)  # the write's rows, built before its turn
+    indicator_rows: list[tuple] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,8 +449,12 @@ class Store(Coordination, ReferenceStore):
         job's end. Returns the bars written. Series that finish together commit in one
         transaction (``GroupCommit``); each is whole in it."""
         s = write.series
-        return await self._commits.submit(_Commit(write, task, requests or [], job),
-                                          (s.symbol, s.timeframe.value))
+        key = (s.symbol, s.timeframe.value)
+        # The driver's rows are built here, while the batch before this one is being written,
+        # not inside the transaction, where the writer would wait for them.
+        commit = _Commit(write, task, requests or [], job, write.bars.rows(key),
+                         _indicator_rows(key, write.indicator_ts, write.indicators))
+        return await self._commits.submit(commit, key)
 
     async def task_record(
         self, task: dict[str, Any], requests: list[RequestRecord], job: JobEnd | None = None
@@ -461,9 +467,8 @@ class Store(Coordination, ReferenceStore):
         """One transaction for every commit given (no two of the same series): a statement per
         kind of row for all of them, not per series. Returns the bars each wrote."""
         now = now_ms()
-        writes = [c.write for c in commits if c.write is not None]
-        keyed = [((w.series.symbol, w.series.timeframe.value), w) for w in writes]
-        bar_rows = {key: w.bars.rows(key) for key, w in keyed}
+        with_data = [c for c in commits if c.write is not None]
+        keyed = [((c.write.series.symbol, c.write.series.timeframe.value), c.write) for c in with_data]
         async with self._write() as conn:
             previous: dict[tuple[str, str], SeriesRow] = {}
             extending = [key for key, w in keyed if not w.replace]
@@ -478,11 +483,10 @@ class Store(Coordination, ReferenceStore):
                     await conn.execute(queries.issues_delete_series(symbol, timeframe))
                     await conn.execute(queries.bars_delete(symbol, timeframe))
                     await conn.execute(queries.indicators_delete(self.indicators, symbol, timeframe))
-            await self._bulk_upsert(conn, "bars", BAR_ROW, [r for rows in bar_rows.values() for r in rows])
+            await self._bulk_upsert(conn, "bars", BAR_ROW, [r for c in with_data for r in c.bar_rows])
             by_names: dict[tuple[str, ...], list[tuple]] = {}
-            for key, w in keyed:
-                by_names.setdefault(tuple(w.indicators), []).extend(
-                    _indicator_rows(key, w.indicator_ts, w.indicators))
+            for c in with_data:
+                by_names.setdefault(tuple(c.write.indicators), []).extend(c.indicator_rows)
             for names, rows in by_names.items():
                 await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + names, rows)
             issues = [
@@ -516,8 +520,7 @@ class Store(Coordination, ReferenceStore):
             for columns in dict.fromkeys(cols for cols, _ in ends):
                 await self._driver(conn, queries.job_update_claimed_sql(columns),
                                    [p for cols, p in ends if cols == columns], many=True)
-        return [len(bar_rows[(c.write.series.symbol, c.write.series.timeframe.value)])
-                if c.write is not None else 0 for c in commits]
+        return [len(c.bar_rows) for c in commits]
 
     async def _driver_grouped(
         self, conn: AsyncConnection, table: sa.Table, rows: list[tuple[tuple[str, ...], list]],
