@@ -41,6 +41,7 @@ from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
     JobRow,
+    QuotaRow,
     RunRow,
     SeriesRow,
     TaskRow,
@@ -648,9 +649,13 @@ class Store(Coordination, ReferenceStore):
         async with self._read() as conn:
             return int((await conn.execute(queries.requests_of_run(run_id))).scalar_one())
 
-    async def requests_count_since(self, since: int, provider: str) -> int:
+    async def requests_quota(self, since: int, window_since: int, provider: str) -> QuotaRow:
+        """``provider``'s requests since ``window_since`` (its quota window) and its 429s then
+        and since ``since``."""
         async with self._read() as conn:
-            return int((await conn.execute(queries.requests_since_count(since, provider))).scalar_one())
+            row = (await conn.execute(queries.requests_quota(since, window_since, provider))).one()
+        return QuotaRow(int(row.window_requests), int(row.window_refused), int(row.refused),
+                        int(row.last_refused_at) if row.last_refused_at is not None else None)
 
     async def metrics_raw(self, since: int) -> dict[str, Any]:
         """The aggregates behind the metrics document, over [since, now]."""
