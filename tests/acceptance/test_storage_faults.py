@@ -5,6 +5,7 @@ first starts on PostgreSQL all work, in one run."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -45,6 +46,26 @@ def test_three_first_starts_on_an_empty_postgresql_database_join_one_run(
         assert ws.query("SELECT count(*) FROM workers WHERE run_id = 1") == [(3,)]
         assert ws.query("SELECT symbol, status FROM jobs ORDER BY symbol") == [
             ("AAPL", "succeeded"), ("MSFT", "succeeded")]
+
+
+def test_three_first_starts_on_a_new_sqlite_file_run_once_and_leave_it_usable(tmp_path: Path) -> None:
+    # A few rounds: the losing starts race the winner's migration, then its run row and lease.
+    for round_ in range(3):
+        ws = Workspace(tmp_path / f"round{round_}")
+        results = ws.many([(*RUN, "--symbols", "AAPL,MSFT")] * 3)
+        codes = [r.code for r in results]
+        assert set(codes) <= {0, 75} and 0 in codes, [str(r) for r in results]
+        for r in results:
+            assert "Traceback" not in r.err and "internal error" not in r.err, r
+            if r.code == 75:
+                assert "another run" in _one_error_line(r) or "active" in _one_error_line(r), r
+        # One run, or each after the other: never two at once, never a half-made schema.
+        assert ws.query("SELECT status FROM runs") == [("succeeded",)] * codes.count(0)
+        assert ws.query("SELECT symbol, count(*) FROM jobs WHERE status = 'succeeded' GROUP BY symbol "
+                        "ORDER BY symbol") == [("AAPL", codes.count(0)), ("MSFT", codes.count(0))]
+        status = ws("status", "--json")
+        assert status.code == 0, status
+        assert json.loads(status.out)["totals"]["succeeded"] == 2
 
 
 @pytest.mark.postgres
