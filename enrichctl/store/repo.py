@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -197,6 +198,8 @@ class Store(Coordination, ReferenceStore):
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
             message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
+            if (path := _sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
+                message += _directory_cause(path)
             # A server that does not answer may come back (75); a SQLite file we cannot open, or
             # a server that refuses our credentials or database name, needs a person (78).
             if engine.dialect.name == "postgresql" and _unreachable(exc):
@@ -820,6 +823,19 @@ def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     import asyncpg
 
     return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _directory_cause(path: Path) -> str:
+    """Why SQLite cannot open ``path`` when its directory is the reason ("unable to open database
+    file" says nothing): it creates its journal files beside the database, so a read-only or
+    immutable directory stops it even when the file itself is writable. Empty otherwise."""
+    directory = path.parent
+    if not directory.is_dir() or os.access(directory, os.W_OK):
+        return ""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return f" (the directory {directory} is on a read-only file system)"
+    return (f" (the directory {directory} is not writable: read-only or immutable; SQLite creates "
+            f"its journal files beside {path.name})")
 
 
 # SQLite's words for faults no retry mends (a read-only or immutable file or directory, a full

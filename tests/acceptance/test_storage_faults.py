@@ -1,7 +1,8 @@
 """Storage that fails under a run, at the command line: a PostgreSQL server that goes away mid-run
-is 'try later' (75) in one line; a database that cannot be written (an immutable file, a full
-disk) is a fault for a person (78) naming the cause, never 'another run started'; simultaneous
-first starts on PostgreSQL all work, in one run."""
+is 'try later' (75) in one line; a database that cannot be written (an immutable file, a
+read-only directory, a full disk) is a fault for a person (78) naming the cause, never 'another
+run started'; simultaneous first starts on PostgreSQL all work, in one run, and on a new SQLite
+file one runs and the others exit 75 (or run after it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -137,6 +140,51 @@ def test_an_immutable_database_file_is_a_fault_not_another_run(workspace: Worksp
     assert "readonly" in line or "read-only" in line, result
     assert "another run" not in line, result
     assert workspace.dump() == before
+
+
+@contextmanager
+def _read_only_directory(directory: Path) -> Iterator[None]:
+    """``directory`` unwritable for this process. Root ignores mode bits, so as root it is made
+    immutable (``chattr +i``) or, where the file system has no such flag, bind-mounted read-only."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        undo = [["chmod", "755", str(directory)]]
+    elif subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0:
+        undo = [["chattr", "-i", str(directory)]]
+    elif (subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True).returncode == 0
+          and subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], capture_output=True).returncode == 0):
+        undo = [["umount", "-l", str(directory)]]
+    else:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+        pytest.skip("running as root, and neither chattr +i nor a read-only bind mount works here")
+    try:
+        assert not os.access(directory, os.W_OK), "the directory is still writable: nothing is tested"
+        yield
+    finally:
+        for argv in undo:
+            subprocess.run(argv, capture_output=True, check=True)
+
+
+@pytest.mark.parametrize("database", ["new", "existing"])
+def test_a_read_only_database_directory_exits_78_naming_it(workspace: Workspace, database: str) -> None:
+    directory = workspace.db_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if database == "existing":
+        assert workspace(*RUN, "--symbols", "AAPL").code == 0
+        before = workspace.dump()
+    with _read_only_directory(directory):
+        result = workspace(*RUN, "--symbols", "AAPL,MSFT", "--as-of", "2024-06-07T00:00")
+        status = workspace("status")
+    for r in (result, status):
+        line = _one_error_line(r)
+        assert r.code == 78, r
+        assert f"the directory {directory} " in line, r
+        assert "read-only" in line and "another run" not in line, r
+    if database == "existing":
+        assert workspace.dump() == before
+        assert workspace("status").code == 0
+    else:
+        assert not workspace.db_path.exists()
 
 
 @pytest.fixture
