@@ -147,7 +147,7 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
     runs = await store.runs_recent(20)
     active = next((r for r in runs if r.status == "running"), None)
     finished = next((r for r in runs if r.status != "running"), None)
-    resilience = last_resilience(runs)
+    resilience = _last_resilience(runs)
     return {
         "generated_at": ms_to_iso(now),
         "scheduler": await _scheduler(store, settings, now),
@@ -348,7 +348,8 @@ async def _quota(store: Store, settings: Settings, since: int, now: int) -> dict
                 "api_quota_last_refused_at": None}
     polygon = settings.polygon
     quota = await store.requests_quota(since, now - int(polygon.rate_window_seconds * 1000), "polygon")
-    limiter = ((await _last_resilience(store)) or {}).get("rate_limiters", {}).get("polygon") or {}
+    snapshot = _last_resilience(await store.runs_recent(20)) or {}
+    limiter = (snapshot.get("rate_limiters") or {}).get("polygon") or {}
     effective = limiter.get("effective_rate")
     remaining, basis = _quota_left(polygon.requests_per_minute, polygon.rate_window_seconds, effective, quota)
     return {
@@ -379,11 +380,7 @@ def _quota_left(limit: int, window_s: float, effective: int | None, quota: Quota
     return max(limit - quota.window_requests, 0), f"{limit} per rolling {window} {minus}"
 
 
-async def _last_resilience(store: Store) -> dict[str, Any] | None:
-    return last_resilience(await store.runs_recent(20))
-
-
-def last_resilience(runs: list[RunRow]) -> dict[str, Any] | None:
+def _last_resilience(runs: list[RunRow]) -> dict[str, Any] | None:
     """The newest stored resilience snapshot: the live components died with their run."""
     return next((json.loads(r.resilience) for r in runs if r.resilience), None)
 
