@@ -219,7 +219,8 @@ async def run(
                     indicator_fingerprint=indicators.fingerprint, until=options.until,
                 )
                 if not options.dry_run:
-                    await actions_refresh(store, provider, {i.symbol for i in instruments}, market_now)
+                    kept = {i.symbol for i in instruments} | {e.symbol for e in settings.universe}
+                    await actions_refresh(store, provider, kept, market_now)
                 plan = await actions_apply(store, plan, provider, market_now)
                 plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
                 report.plan = plan

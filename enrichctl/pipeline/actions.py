@@ -37,10 +37,15 @@ def _ny_date(ms: int) -> str:
 
 async def actions_refresh(store: Store, provider: Provider, symbols: set[str], now: int) -> int:
     """Fetch splits (every run) and dividends (weekly) since the last check; returns the number
-    of reference requests made. A failure leaves the overlap check to notice re-adjustments."""
+    of reference requests made. A failure leaves the overlap check to notice re-adjustments.
+
+    ``symbols`` are the configured ones (and this run's); the actions of those and of every
+    stored series are kept: the next check starts from today, so an action dropped now because
+    this run (``--symbols AAPL``) does not cover its symbol would be lost for good."""
     fetch = getattr(provider, "corporate_actions", None)
     if fetch is None:
         return 0
+    kept = symbols | {r.symbol for r in await store.series_list()}
     asked = 0
     for kind in ("split", "dividend"):
         last = await store.control_get(_key(provider.name, kind))
@@ -56,7 +61,7 @@ async def actions_refresh(store: Store, provider: Provider, symbols: set[str], n
             if isinstance(exc, ProviderAuthError | ProviderUnavailable):
                 break
             continue
-        await store.actions_store(provider.name, [a for a in found if a.symbol in symbols])
+        await store.actions_store(provider.name, [a for a in found if a.symbol in kept])
         # Re-ask from today on: an action announced late for today is seen next run.
         await store.control_put(_key(provider.name, kind), {"since": _ny_date(now), "at": now})
     return asked

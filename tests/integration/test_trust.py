@@ -115,16 +115,44 @@ async def test_a_split_with_no_new_bar_due_is_noticed(fake, db, timeframe):
     plan = await service.run(settings, service.RunOptions(as_of=AS_OF, dry_run=True))
     assert {t.series.symbol: t.mode.value for t in plan.plan.tasks} == {"S00": "up_to_date", "S01": "up_to_date"}
 
+    before = len(fake.paths("/v2/aggs/ticker/"))
     report = await service.run(settings, service.RunOptions(as_of=AS_OF))
 
     assert service.exit_code_of(report) == EXIT_OK, report.doc()
-    assert [p for p in fake.paths("/v2/aggs/ticker/") if "/S01/" in p] != []
+    # This run's bar requests: the split symbol's refetch, nothing for the other.
+    asked = fake.paths("/v2/aggs/ticker/")[before:]
+    assert asked != [] and all(p.startswith("/v2/aggs/ticker/S00/") for p in asked), asked
     assert next(j for j in report.jobs if j.symbol == "S00").doc()["actions"] == ["split 4:1 on 2025-06-02"]
     assert await assert_store_equals_fresh_fetch(fake, db) == 2
     # Fetched whole after the split: the next run costs no bar request for it.
     before = len(fake.paths("/v2/aggs/ticker/"))
     assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
     assert len(fake.paths("/v2/aggs/ticker/")) == before
+
+
+async def test_a_split_of_a_symbol_a_partial_run_left_out_is_applied_by_the_next_run(fake, db):
+    """`run --symbols S00` moves the splits check to today; S01's split it saw is kept and
+    the next run that covers S01 refetches it, though that run's own check no longer lists it."""
+    settings = settings_for(fake, db.url, ["S00", "S01"])
+    await hold(fake, ["S00", "S01"], AS_OF)
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    await hold(fake, ["S00", "S01"], LATER)
+    fake.split("S01", "2025-06-03", 2)
+
+    partial = await service.run(settings, service.RunOptions(as_of=LATER, symbols=["S00"]))
+    assert service.exit_code_of(partial) == EXIT_OK, partial.doc()
+    assert [j.symbol for j in partial.jobs] == ["S00"]
+    assert db.dicts("SELECT symbol, ex_date, ratio FROM corporate_actions") == [
+        {"symbol": "S01", "ex_date": "2025-06-03", "ratio": 2.0}]
+
+    before = len(fake.paths("/v3/reference/splits"))
+    report = await service.run(settings, service.RunOptions(as_of=LATER + HOUR))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    assert len(fake.paths("/v3/reference/splits")) == before + 1  # asked from today on: empty
+    assert next(j for j in report.jobs if j.symbol == "S01").doc()["actions"] == ["split 2:1 on 2025-06-03"]
+    assert {t.series.symbol: t.mode.value for t in report.plan.tasks} == {"S00": "up_to_date", "S01": "full"}
+    assert await assert_store_equals_fresh_fetch(fake, db) == 2
 
 
 async def test_demo_data_is_replaced_whole_by_the_first_real_run(fake, db):
