@@ -155,6 +155,66 @@ async def test_a_split_of_a_symbol_a_partial_run_left_out_is_applied_by_the_next
     assert await assert_store_equals_fresh_fetch(fake, db) == 2
 
 
+async def test_a_backfill_after_a_split_refetches_the_whole_series(fake, db):
+    """`--since D1 --until D2` with a split due: the stored bars outside the range are
+    re-adjusted too, so the whole series is refetched, not only the range."""
+    settings = settings_for(fake, db.url, ["S00"])
+    await hold(fake, ["S00"], AS_OF)
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    await hold(fake, ["S00"], LATER)
+    fake.split("S00", "2025-06-03", 2)
+    since, until = AS_OF - 85 * MS_PER_DAY, AS_OF - 70 * MS_PER_DAY  # older than anything stored
+
+    report = await service.run(settings, service.RunOptions(as_of=LATER, since=since, until=until))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    task = report.plan.tasks[0]
+    assert (task.mode.value, task.action) == ("full", "split 2:1 on 2025-06-03")
+    stored = db.bars(Series("S00", AssetClass.STOCK, Timeframe.D1))
+    assert int(stored.ts[0]) >= since and int(stored.ts[0]) < since + 4 * MS_PER_DAY
+    assert int(stored.ts[-1]) > AS_OF  # the bars after --until stayed, adjusted
+    assert await assert_store_equals_fresh_fetch(fake, db) == 1
+
+
+async def test_a_backfill_from_another_provider_replaces_the_whole_series(fake, db):
+    """Demo bars, then a polygon backfill of an older range: never both in one series."""
+    demo_settings = settings_for(fake, db.url, ["AAPL"], provider="demo")
+    assert service.exit_code_of(await service.run(demo_settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    await hold(fake, ["AAPL"], AS_OF + 7 * MS_PER_DAY)  # another synthetic walk than the demo's
+    held = fake.held(Series("AAPL", AssetClass.STOCK, Timeframe.D1))
+    fake.hold(Series("AAPL", AssetClass.STOCK, Timeframe.D1), held.take(held.ts <= AS_OF))
+    since, until = AS_OF - 85 * MS_PER_DAY, AS_OF - 70 * MS_PER_DAY
+
+    report = await service.run(settings_for(fake, db.url, ["AAPL"]),
+                               service.RunOptions(as_of=AS_OF, since=since, until=until))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    assert report.plan.tasks[0].mode.value == "full"
+    row = db.dicts("SELECT provider, synthetic FROM series")[0]
+    assert row["provider"] == "polygon" and not row["synthetic"]
+    assert db.scalar("SELECT count(*) FROM bars WHERE symbol = 'AAPL' AND ts > :u", u=until) > 0
+    assert await assert_store_equals_fresh_fetch(fake, db) == 1
+
+
+async def test_a_split_refetches_every_stored_timeframe_of_the_symbol(fake, db):
+    """`run --timeframes 1d` after a split: the stored hourly series is refetched too."""
+    both = (Timeframe.D1, Timeframe.H1)
+    settings = settings_for(fake, db.url, ["S00"], timeframes=both)
+    await hold(fake, ["S00"], AS_OF, both)
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    await hold(fake, ["S00"], LATER, both)
+    fake.split("S00", "2025-06-03", 2)
+
+    report = await service.run(settings, service.RunOptions(as_of=LATER, timeframes=(Timeframe.D1,)))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    assert {t.series.timeframe.value: t.mode.value for t in report.plan.tasks} == {"1d": "full", "1h": "full"}
+    assert await assert_store_equals_fresh_fetch(fake, db) == 2
+    # Both fetched whole after the split: the next plain run refetches neither.
+    again = await service.run(settings, service.RunOptions(as_of=LATER, dry_run=True))
+    assert {t.mode.value for t in again.plan.tasks} == {"up_to_date"}
+
+
 async def test_demo_data_is_replaced_whole_by_the_first_real_run(fake, db):
     demo_settings = settings_for(fake, db.url, ["AAPL"], provider="demo")
     assert service.exit_code_of(await service.run(demo_settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
