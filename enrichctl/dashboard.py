@@ -65,6 +65,9 @@ def _series_doc(row: SeriesRow, stale: bool) -> dict[str, Any]:
         "stale": stale,
         "provider": row.provider,
         "synthetic": row.synthetic,
+        # The provider's reference data marks the ticker inactive: no new bar will come.
+        "delisted": row.delisted_at is not None,
+        "delisted_at": ms_to_iso(row.delisted_at),
     }
 
 
@@ -89,6 +92,7 @@ def _symbol_doc(
         "last_error": (job.error if job else None) or next((r.last_error for r in rows if r.last_error), None),
         "quality_score": _round(min(scores)) if scores else None,
         "stale": any(d["stale"] for d in series_docs),
+        "delisted": any(d["delisted"] for d in series_docs),
         "last_run_id": job.run_id if job else None,
         "series": series_docs,
     }
@@ -100,7 +104,10 @@ def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now
 
 def series_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
     """Stale: the series lacks bars the last scheduled run should have fetched (see
-    ``staleness``), so series fetched between runs stay fresh until the next one is due."""
+    ``staleness``), so series fetched between runs stay fresh until the next one is due. A
+    delisted ticker is finished, not late: it is never stale."""
+    if row.delisted_at is not None:
+        return False
     series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
     reference = schedule_reference(settings.schedule, now)
     return check_stale(series, row.watermark, reference, calendar, settings.quality) is not None

@@ -55,12 +55,13 @@ SERIES = _obj({
     "timeframe": STR, "first_bar": N_INSTANT, "last_bar": N_INSTANT, "bars": COUNT,
     "last_success": N_INSTANT, "last_attempt": N_INSTANT, "last_error": N_STR,
     "quality_score": N_NUM, "issues": COUNT, "stale": BOOL, "provider": STR, "synthetic": BOOL,
+    "delisted": BOOL, "delisted_at": N_INSTANT,
 })
 SYMBOL_FIELDS = {
     "symbol": STR, "asset_class": {"enum": [a.value for a in AssetClass]}, "status": STR,
     "last_bar": N_INSTANT, "last_success": N_INSTANT, "attempts": COUNT, "last_error": N_STR,
-    "quality_score": N_NUM, "stale": BOOL, "last_run_id": N_INT, "provider": N_STR, "synthetic": BOOL,
-    "series": {"type": "array", "items": _ref("Series")},
+    "quality_score": N_NUM, "stale": BOOL, "delisted": BOOL, "last_run_id": N_INT, "provider": N_STR,
+    "synthetic": BOOL, "series": {"type": "array", "items": _ref("Series")},
 }
 SCHEDULER = _obj({"paused": BOOL, "paused_reason": N_STR, "paused_by": N_STR, "paused_since": N_STR})
 OVERVIEW = _obj({

@@ -256,6 +256,53 @@ async def test_a_delisted_ticker_is_marked_and_not_refetched(fake, db):
     again = await service.run(settings, service.RunOptions(as_of=LATER))
     assert service.exit_code_of(again) == EXIT_OK
     assert len(fake.paths("/v2/aggs/ticker/")) == before
+    async with service.session_open(settings) as session:
+        health = service.health(await session.overview(LATER))
+    assert health["status"] == "healthy", health
+
+
+async def test_a_ticker_delisted_after_its_last_bar_is_shown_delisted_not_stale(fake, db):
+    """GONE stopped trading 20 days ago: the first run stores its bars (and finds them stale);
+    the next one, with nothing new, asks the reference data, which says inactive. From then on
+    every face says delisted, nothing counts it stale, and `status --check` stays green."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from enrichctl import web
+
+    await hold(fake, ["GONE", "S00"], AS_OF - 20 * MS_PER_DAY)
+    await hold(fake, ["S00"], LATER)
+    fake.tickers["GONE"] = False
+    settings = settings_for(fake, db.url, ["GONE", "S00"])
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    report = await service.run(settings, service.RunOptions(as_of=LATER))
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    assert fake.paths("/v3/reference/tickers/") == ["/v3/reference/tickers/GONE"]
+
+    async with service.session_open(settings) as session:
+        overview = await session.overview(LATER)
+        status = await session.job_status("GONE", LATER)
+        inventory = await session.series_inventory(LATER)
+    gone = next(s for s in overview["processing_symbols"] if s["symbol"] == "GONE")
+    assert (gone["delisted"], gone["stale"]) == (True, False)
+    assert (status["delisted"], status["series"][0]["delisted"], status["series"][0]["stale"]) == (True, True, False)
+    assert status["series"][0]["delisted_at"] is not None
+    assert overview["totals"]["stale"] == 0
+    assert service.health(overview)["status"] == "healthy", service.health(overview)
+    assert service.health_of_symbol(status)["status"] == "healthy"
+    assert [(s["symbol"], s["delisted"], s["stale"]) for s in inventory["series"]] == [
+        ("GONE", True, False), ("S00", False, False)]
+    async with TestClient(TestServer(web.app_create(settings))) as client:
+        text = await (await client.get("/metrics")).text()
+    assert 'enrichctl_series_delisted{' in text
+    delisted = [line for line in text.splitlines() if line.startswith("enrichctl_series_delisted{")]
+    assert any('symbol="GONE"' in line and line.endswith(" 1.0") for line in delisted), delisted
+    assert any('symbol="GONE"' in line and line.endswith(" 0.0")
+               for line in text.splitlines() if line.startswith("enrichctl_series_stale{"))
+    # Not refetched night after night, and asked about no more.
+    before = len(fake.paths("/v2/aggs/ticker/GONE/"))
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=LATER + MS_PER_DAY))) == EXIT_OK
+    assert len(fake.paths("/v2/aggs/ticker/GONE/")) == before
+    assert len(fake.paths("/v3/reference/tickers/")) == 1
 
 
 async def scored(fake: FakePolygon, db, series: Series, keep, timeframes) -> float:
