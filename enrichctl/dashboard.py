@@ -260,7 +260,26 @@ async def job_status(
     doc["generated_at"] = ms_to_iso(now)
     doc["recent_jobs"] = [_job_doc(j) for j in jobs]
     doc["recent_issues"] = [_issue_doc(i) for i in await store.issues_recent(symbol, limit=20)]
+    doc["corporate_actions"] = await _actions_of(store, symbol, {r.provider for r in rows})
+    doc["adjustment"] = ADJUSTMENT_NOTE
     return doc
+
+
+# What the stored prices are, said next to the actions that changed them.
+ADJUSTMENT_NOTE = ("prices and volumes are split-adjusted; dividends are listed but not "
+                   "included in the adjusted series (no total-return adjustment)")
+
+
+async def _actions_of(store: Store, symbol: str, providers: set[str]) -> list[dict[str, Any]]:
+    """The symbol's splits and dividends as the providers of its stored series listed them,
+    newest first (every provider's when nothing is stored)."""
+    chosen = sorted(providers) or [None]
+    actions = [(p, a) for p in chosen for a in await store.actions_list(symbol, provider=p)]
+    return [
+        {"kind": a.kind, "ex_date": a.ex_date, "ratio": a.ratio, "amount": a.amount,
+         "description": a.describe()}
+        for _, a in sorted(actions, key=lambda pa: pa[1].ex_date, reverse=True)
+    ]
 
 
 def _job_doc(job: JobRow) -> dict[str, Any]:

@@ -278,6 +278,15 @@ def job_status(doc: dict[str, Any]) -> None:
             Col("severity", lambda i: i["severity"], 2),
         )
         out.print(fitted("recent quality issues", cols, doc["recent_issues"], out.width))
+    if doc.get("corporate_actions"):
+        cols = (
+            Col("date", lambda a: a["ex_date"]),
+            Col("kind", lambda a: a["kind"]),
+            Col("action", lambda a: a["description"], wrap=True),
+        )
+        out.print(fitted("corporate actions", cols, doc["corporate_actions"], out.width))
+    if doc.get("adjustment"):
+        out.print(f"[dim]{doc['adjustment']}[/]")
 
 
 def _job_cols() -> tuple[Col, ...]:

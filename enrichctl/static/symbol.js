@@ -254,6 +254,10 @@ function tablesShow(job) {
     freshnessCell(s),
     `${s.provider}${s.synthetic ? " (synthetic)" : ""}`, s.last_error || "",
   ])));
+  document.querySelector("#actions tbody").replaceChildren(...(job.corporate_actions || []).map((a) => row([
+    a.ex_date, a.kind, a.description,
+  ])));
+  document.getElementById("adjustment").textContent = job.adjustment || "";
   document.querySelector("#jobs tbody").replaceChildren(...job.recent_jobs.map((j) => row([
     j.run_id, el("td", j.status, { "data-status": j.status }), j.attempts, when(j.started_at),
     j.duration_ms === null ? "—" : `${(j.duration_ms / 1000).toFixed(1)} s`,
