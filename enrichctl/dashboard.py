@@ -105,9 +105,12 @@ def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now
 def series_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
     """Stale: the series lacks bars the last scheduled run should have fetched (see
     ``staleness``), so series fetched between runs stay fresh until the next one is due. A
-    delisted ticker is finished, not late: it is never stale."""
+    delisted ticker is finished, not late: it is never stale; nor is a known ticker whose
+    fetches succeed without a bar (nothing the provider has is missing)."""
     if row.delisted_at is not None:
         return False
+    if row.watermark is None and row.last_success_at is not None:
+        return False  # the provider knows the ticker but has no bar of it: a warning says so
     series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
     reference = schedule_reference(settings.schedule, now)
     return check_stale(series, row.watermark, reference, calendar, settings.quality) is not None

@@ -245,6 +245,29 @@ async def test_an_unknown_ticker_fails_its_job_and_keeps_no_series(fake, db):
     assert await assert_store_equals_fresh_fetch(fake, db) == 1
 
 
+async def test_a_known_ticker_with_no_bars_succeeds_with_a_warning_and_is_looked_up_once(fake, db):
+    """QUIET is listed (active) but has no bar in the range: its job succeeds, a warning says
+    why the series is empty, nothing reports it stale, and the next nights ask the bars again
+    (they may start any day) but not the reference data."""
+    fake.tickers["QUIET"] = True
+    settings = settings_for(fake, db.url, ["QUIET"])
+    report = await service.run(settings, service.RunOptions(as_of=AS_OF))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    job = report.jobs[0]
+    assert (job.status.value, job.bars_written) == ("succeeded", 0)
+    assert db.dicts("SELECT kind, severity, detail FROM quality_issues WHERE symbol = 'QUIET'") == [
+        {"kind": "gap", "severity": "warning", "detail": "polygon has no bars of QUIET in the range"}]
+    async with service.session_open(settings) as session:
+        health = service.health(await session.overview(AS_OF))
+    assert health["status"] == "healthy", health
+    for night in (1, 2):
+        again = await service.run(settings, service.RunOptions(as_of=LATER + night * MS_PER_DAY))
+        assert service.exit_code_of(again) == EXIT_OK, again.doc()
+    assert len(fake.paths("/v2/aggs/ticker/QUIET/")) == 3
+    assert fake.paths("/v3/reference/tickers/") == ["/v3/reference/tickers/QUIET"]
+
+
 async def test_a_delisted_ticker_is_marked_and_not_refetched(fake, db):
     fake.tickers["GONE"] = False
     settings = settings_for(fake, db.url, ["GONE"])
