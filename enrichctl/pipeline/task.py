@@ -18,7 +18,7 @@ from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import check_batch, check_stale, quality_score
-from enrichctl.pipeline.score import expected_counter
+from enrichctl.pipeline.score import expected_counter, session_counter
 from enrichctl.providers.reference import TickerState
 from enrichctl.providers.base import Provider
 from enrichctl.settings import QualitySettings
@@ -181,6 +181,7 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
         batch_score=quality_score(len(new_bars), result.issues),
         requested_from=plan.history_start if replace else None,
         expected=expected_counter(series, ctx.calendar),
+        in_session=session_counter(series, ctx.calendar),
         delisted_at=delisted_at,
         full_fetched_at=ctx.now if replace else None,
     )

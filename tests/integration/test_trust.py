@@ -356,6 +356,49 @@ async def test_the_score_measures_missing_data(fake, db):
     print(f"scores: clean 1.0+, a fifth missing {fifth:.2f}, crypto 80% missing {crypto_score:.2f}")
 
 
+def with_extended_hours(bars: Bars) -> Bars:
+    """Polygon-like hourly bars: after each session's last regular bar (15:00 New York) four
+    more, 16:00 to 19:00, trading thinly around its close."""
+    last = np.flatnonzero(np.diff(bars.ts, append=bars.ts[-1] + MS_PER_DAY) > 2 * HOUR)
+    ts = np.concatenate([bars.ts[last] + k * HOUR for k in range(1, 5)])
+    close = np.concatenate([bars.close[last] * (1 + 0.0005 * k) for k in range(1, 5)])
+    extra = Bars(ts, close, close * 1.0005, close * 0.9995, close, np.full(len(ts), 1000.0), close,
+                 np.full(len(ts), 10.0))
+    return Bars.concat([bars, extra]).sorted()
+
+
+async def test_hourly_stock_completeness_counts_only_session_bars(fake, db):
+    """An hourly stock series with extended-hours bars: clean, it scores at least 0.99; with a
+    fifth of its sessions missing at most 0.85, however many extended-hours bars it holds."""
+    demo = DemoProvider(SessionCalendar(), clock=lambda: AS_OF)
+    clean, holed = (Series(s, AssetClass.STOCK, Timeframe.H1) for s in ("HCLEAN", "HFIFTH"))
+    for s in (clean, holed):
+        bars = await demo.fetch_bars(s, AS_OF - 60 * MS_PER_DAY, AS_OF)
+        fake.hold(s, with_extended_hours(bars))
+    held = fake.held(holed)
+    session = np.cumsum(np.diff(held.ts, prepend=held.ts[0]) > 8 * HOUR)  # 0, 1, 2 ... per day
+    last = session[-1]
+    clean_score = await scored(fake, db, clean, lambda i: i >= 0, (Timeframe.H1,))
+    fifth = await scored(fake, db, holed, lambda i: (session[i] % 5 != 2) | (session[i] == last), (Timeframe.H1,))
+    assert clean_score >= 0.99
+    assert fifth <= 0.85
+    # 7 in-session bars (09:00 to 15:00) of each stored session; the extended ones not.
+    stored = db.bars(clean)
+    days = np.unique((stored.ts - 4 * HOUR) // MS_PER_DAY)  # New York days (EDT all along)
+    row = db.dicts("SELECT session_bars, bar_count FROM series WHERE symbol = 'HCLEAN'")[0]
+    assert row["session_bars"] == 7 * len(days) < row["bar_count"], row
+    # An incremental run moves the count by its new bars (the re-read overlap counts once).
+    later = DemoProvider(SessionCalendar(), clock=lambda: LATER)
+    fake.hold(clean, with_extended_hours(await later.fetch_bars(clean, AS_OF - 60 * MS_PER_DAY, LATER)))
+    settings = settings_for(fake, db.url, [clean.symbol], timeframes=(Timeframe.H1,))
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=LATER))) == EXIT_OK
+    stored = db.bars(clean)
+    days = np.unique((stored.ts - 4 * HOUR) // MS_PER_DAY)
+    row = db.dicts("SELECT session_bars, quality_score FROM series WHERE symbol = 'HCLEAN'")[0]
+    assert row["session_bars"] == 7 * len(days) and row["quality_score"] >= 0.99, row
+    print(f"hourly stock scores: clean {clean_score:.4f}, a fifth of sessions missing {fifth:.4f}")
+
+
 GOOGL = Series("GOOGL", AssetClass.STOCK, Timeframe.D1)
 BEFORE_SPLIT = utc_date_ms("2022-07-15") + 12 * HOUR  # Friday 08:00 New York
 AFTER_SPLIT = utc_date_ms("2022-07-20") + 12 * HOUR  # Wednesday: the split of Monday is done

@@ -171,8 +171,12 @@ def test_intraday_stock_gap_is_a_session_day_without_bars(calendar):
     sparse_day[np.flatnonzero(sparse_day)[0]] = False  # one bar left on 07-10 is enough
     keep = ~day_of("2024-07-09") & ~sparse_day
     result = check(AAPL_H1, make_bars(ts[keep]), calendar)
-    assert [i.detail for i in result.issues] == ["1 session day missing: 2024-07-09"]
-    assert result.issues[0].ts == ny_day(calendar, "2024-07-09")
+    gaps = [i for i in result.issues if i.kind is IssueKind.GAP]
+    assert [i.detail for i in gaps] == ["1 session day missing: 2024-07-09"]
+    assert gaps[0].ts == ny_day(calendar, "2024-07-09")
+    # The day with only its opening bar is not missing, but the rest of its session is.
+    assert [i.detail for i in result.issues if i.kind is IssueKind.INTRADAY_HOLE] == [
+        "6 bars missing inside the session from 2024-07-10T14:00:00Z to 2024-07-10T19:00:00Z"]
 
 
 def test_crypto_intraday_gap_groups_consecutive_missing_hours(calendar):
