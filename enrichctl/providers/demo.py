@@ -27,7 +27,7 @@ import numpy as np
 from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe, now_ms, session_bar_grid
 from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, day_start_ms
 from enrichctl.providers.base import RequestRecord, RequestSink
-from enrichctl.providers.reference import CorporateAction
+from enrichctl.providers.reference import CorporateAction, TickerState
 
 CHUNK_BARS = 50_000  # bars per simulated request, like Polygon's ``limit``
 REGULAR_SESSION_MS = 390 * 60_000  # 09:30-16:00 New York: one day's share of stock volume
@@ -218,6 +218,8 @@ class DemoProvider:
 
     name = "demo"
     synthetic = True
+    supports_grouped_daily = False
+    supports_reference = True  # its splits; every ticker exists (see ticker_state)
 
     def __init__(
         self,
@@ -265,6 +267,10 @@ class DemoProvider:
         """The splits executed from ``since`` (YYYY-MM-DD) up to the clock's today; no dividends."""
         today = datetime.fromtimestamp(self._clock() / 1000, NEW_YORK).strftime("%Y-%m-%d")
         return [a for a in self._splits if a.kind == kind and since <= a.ex_date <= today]
+
+    async def ticker_state(self, symbol: str) -> TickerState:
+        """Active: the demo synthesises a history for any ticker, so none is unknown or delisted."""
+        return TickerState.ACTIVE
 
     def _split_adjusted(self, series: Series, bars: Bars) -> Bars:
         """The synthetic path is the split-adjusted history. Before a split the bars traded at

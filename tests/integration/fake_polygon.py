@@ -193,7 +193,7 @@ class FakePolygon:
             b = entry.bars
             before = b.ts < cut
 
-            def adjust(x: np.ndarray, by: float) -> np.ndarray:
+            def adjust(x: np.ndarray, by: float, before: np.ndarray = before) -> np.ndarray:
                 return np.where(before, np.round(x * by, 4), x)
 
             self.hold(entry.series, Bars(

@@ -2,7 +2,7 @@
 
 Kept true by ``tests/integration/test_web_openapi.py``, which fuzzes the live app against it.
 Document schemas name the fields clients rely on and allow more, so a field added in
-``dashboard.py`` does not make the description false. Bounds come from ``webparams``.
+``dashboard.py`` does not make the description false. Bounds come from ``web.params``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from enrichctl.domain import AssetClass, RunStatus, Timeframe
 from enrichctl.seriesbars import LIMIT_DEFAULT, LIMIT_MAX, POINTS_MIN
-from enrichctl.webparams import (
+from enrichctl.web.params import (
     HISTORY_DEFAULT,
     HISTORY_MAX,
     REASON_MAX,
@@ -19,7 +19,7 @@ from enrichctl.webparams import (
     TRIGGER_MAX_SYMBOLS,
 )
 
-API = "/api/v1/enrichment"
+API = "/api/v1/enrichment"  # every JSON endpoint is under it (server.py routes from this)
 JSON = "application/json"
 
 
