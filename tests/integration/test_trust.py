@@ -290,7 +290,7 @@ async def test_a_ticker_delisted_after_its_last_bar_is_shown_delisted_not_stale(
     every face says delisted, nothing counts it stale, and `status --check` stays green."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from enrichctl import web
+    from enrichctl.web import server as web
 
     await hold(fake, ["GONE", "S00"], AS_OF - 20 * MS_PER_DAY)
     await hold(fake, ["S00"], LATER)
