@@ -399,6 +399,35 @@ async def test_hourly_stock_completeness_counts_only_session_bars(fake, db):
     print(f"hourly stock scores: clean {clean_score:.4f}, a fifth of sessions missing {fifth:.4f}")
 
 
+async def test_a_run_over_gaps_and_bad_prints_records_them(fake, db):
+    """The provider's data is damaged: a lost session and a bad print in the daily series, four
+    hours lost inside a session and a frozen feed in the hourly one. The run records each as a
+    quality issue, and the score falls below that of clean data."""
+    both = (Timeframe.D1, Timeframe.H1)
+    await hold(fake, ["BAD"], AS_OF, both)
+    daily, hourly = (Series("BAD", AssetClass.STOCK, tf) for tf in both)
+    assert fake.gap(daily, utc_date_ms("2025-05-20"), utc_date_ms("2025-05-21")) == 1
+    fake.bad_print(daily, utc_date_ms("2025-05-14") + 4 * HOUR)  # midnight New York
+    tuesday_10 = utc_date_ms("2025-05-27") + 14 * HOUR  # 10:00 New York
+    assert fake.gap(hourly, tuesday_10, tuesday_10 + 3 * HOUR) == 4
+    fake.freeze(hourly, utc_date_ms("2025-05-22") + 13 * HOUR, 6)  # 09:00 to 14:00 New York
+
+    report = await service.run(settings_for(fake, db.url, ["BAD"], timeframes=both), service.RunOptions(as_of=AS_OF))
+
+    assert service.exit_code_of(report) == EXIT_OK, report.doc()
+    found = {(r["timeframe"], r["kind"]): r["detail"] for r in db.dicts(
+        "SELECT timeframe, kind, detail FROM quality_issues WHERE symbol = 'BAD'")}
+    assert found[("1d", "gap")] == "1 session missing: 2025-05-20"
+    assert found[("1d", "bad_print")].startswith("one-bar print at 2025-05-14T04:00:00Z: close ")
+    assert found[("1h", "intraday_hole")] == (
+        "4 bars missing inside the session from 2025-05-27T14:00:00Z to 2025-05-27T17:00:00Z")
+    assert found[("1h", "frozen_price")].startswith("6 identical bars from 2025-05-22T13:00:00Z")
+    scores = {r["timeframe"]: round(r["quality_score"], 4) for r in
+              db.dicts("SELECT timeframe, quality_score FROM series WHERE symbol = 'BAD'")}
+    assert scores["1d"] < 0.99 and scores["1h"] < 0.99, scores
+    print(f"damaged series scores: {scores}")
+
+
 GOOGL = Series("GOOGL", AssetClass.STOCK, Timeframe.D1)
 BEFORE_SPLIT = utc_date_ms("2022-07-15") + 12 * HOUR  # Friday 08:00 New York
 AFTER_SPLIT = utc_date_ms("2022-07-20") + 12 * HOUR  # Wednesday: the split of Monday is done
