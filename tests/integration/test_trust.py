@@ -266,6 +266,7 @@ async def test_a_known_ticker_with_no_bars_succeeds_with_a_warning_and_is_looked
         assert service.exit_code_of(again) == EXIT_OK, again.doc()
     assert len(fake.paths("/v2/aggs/ticker/QUIET/")) == 3
     assert fake.paths("/v3/reference/tickers/") == ["/v3/reference/tickers/QUIET"]
+    assert db.scalar("SELECT count(*) FROM quality_issues WHERE symbol = 'QUIET'") == 1  # replaced each night, not added
 
 
 async def test_a_delisted_ticker_is_marked_and_not_refetched(fake, db):
