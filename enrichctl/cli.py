@@ -463,7 +463,7 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default serve.port, 8000).")] = None,
 ) -> None:
     """Serve the dashboard documents, Prometheus metrics and a web page over HTTP."""
-    from enrichctl import web
+    from enrichctl.web import server as web
 
     settings = _settings()
     try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import socket
 
-import pytest
-
 from .workspace import AS_OF, Workspace
 
 API_KEY = "unreachable-test-key-5f2c"
