@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -182,6 +183,7 @@ class Store(Coordination, ReferenceStore):
                     raise ConfigError(
                         f"cannot create the database directory {path.parent}: {exc.strerror}"
                     ) from None
+                _sqlite_probe(path, _public(async_url))
             kwargs["connect_args"] = {"timeout": 30}
             # Connection.close() has rolled back already: a second rollback on return to the
             # pool would be one more round trip to aiosqlite's thread for every use.
@@ -855,12 +857,20 @@ def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     """The errors of the driver itself, which the bulk paths meet without SQLAlchemy between
     (SQLAlchemy wraps them everywhere else): a StoreError like any other database error."""
     if dialect == "sqlite":
-        import sqlite3
-
         return (sqlite3.Error,)
     import asyncpg
 
     return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _sqlite_probe(path: Path, public_url: str) -> None:
+    """Open the file once with the standard driver first: aiosqlite (0.22) leaves the worker
+    thread of a connection that failed to open to report to an event loop that may have closed
+    by then, a traceback after the error line. ConfigError naming the cause."""
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the database {public_url}: {exc}{_directory_cause(path)}") from None
 
 
 def _directory_cause(path: Path) -> str:
