@@ -17,7 +17,7 @@ from enrichctl.pipeline.quality import check_stale
 from enrichctl.settings import Settings
 from enrichctl.staleness import schedule_reference
 from enrichctl.store.repo import Store
-from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
+from enrichctl.store.rows import IssueRow, JobRow, QuotaRow, RunRow, SeriesRow
 from enrichctl.systemd import next_elapse
 
 METRICS_WINDOW_HOURS = 24
@@ -65,6 +65,9 @@ def _series_doc(row: SeriesRow, stale: bool) -> dict[str, Any]:
         "stale": stale,
         "provider": row.provider,
         "synthetic": row.synthetic,
+        # The provider's reference data marks the ticker inactive: no new bar will come.
+        "delisted": row.delisted_at is not None,
+        "delisted_at": ms_to_iso(row.delisted_at),
     }
 
 
@@ -89,6 +92,7 @@ def _symbol_doc(
         "last_error": (job.error if job else None) or next((r.last_error for r in rows if r.last_error), None),
         "quality_score": _round(min(scores)) if scores else None,
         "stale": any(d["stale"] for d in series_docs),
+        "delisted": any(d["delisted"] for d in series_docs),
         "last_run_id": job.run_id if job else None,
         "series": series_docs,
     }
@@ -100,7 +104,13 @@ def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now
 
 def series_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
     """Stale: the series lacks bars the last scheduled run should have fetched (see
-    ``staleness``), so series fetched between runs stay fresh until the next one is due."""
+    ``staleness``), so series fetched between runs stay fresh until the next one is due. A
+    delisted ticker is finished, not late: it is never stale; nor is a known ticker whose
+    fetches succeed without a bar (nothing the provider has is missing)."""
+    if row.delisted_at is not None:
+        return False
+    if row.watermark is None and row.last_success_at is not None:
+        return False  # the provider knows the ticker but has no bar of it: a warning says so
     series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
     reference = schedule_reference(settings.schedule, now)
     return check_stale(series, row.watermark, reference, calendar, settings.quality) is not None
@@ -147,7 +157,7 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
     runs = await store.runs_recent(20)
     active = next((r for r in runs if r.status == "running"), None)
     finished = next((r for r in runs if r.status != "running"), None)
-    resilience = next((json.loads(r.resilience) for r in runs if r.resilience), None)
+    resilience = _last_resilience(runs)
     return {
         "generated_at": ms_to_iso(now),
         "scheduler": await _scheduler(store, settings, now),
@@ -253,7 +263,26 @@ async def job_status(
     doc["generated_at"] = ms_to_iso(now)
     doc["recent_jobs"] = [_job_doc(j) for j in jobs]
     doc["recent_issues"] = [_issue_doc(i) for i in await store.issues_recent(symbol, limit=20)]
+    doc["corporate_actions"] = await _actions_of(store, symbol, {r.provider for r in rows})
+    doc["adjustment"] = ADJUSTMENT_NOTE
     return doc
+
+
+# What the stored prices are, said next to the actions that changed them.
+ADJUSTMENT_NOTE = ("prices and volumes are split-adjusted; dividends are listed but not "
+                   "included in the adjusted series (no total-return adjustment)")
+
+
+async def _actions_of(store: Store, symbol: str, providers: set[str]) -> list[dict[str, Any]]:
+    """The symbol's splits and dividends as the providers of its stored series listed them,
+    newest first (every provider's when nothing is stored)."""
+    chosen = sorted(providers) or [None]
+    actions = [(p, a) for p in chosen for a in await store.actions_list(symbol, provider=p)]
+    return [
+        {"kind": a.kind, "ex_date": a.ex_date, "ratio": a.ratio, "amount": a.amount,
+         "description": a.describe()}
+        for _, a in sorted(actions, key=lambda pa: pa[1].ex_date, reverse=True)
+    ]
 
 
 def _job_doc(job: JobRow) -> dict[str, Any]:
@@ -297,7 +326,6 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
     for kind, _sev, n in raw["issues"]:
         by_kind[kind] = by_kind.get(kind, 0) + n
-    quota, quota_basis = await _quota(store, settings, now)
     provenance = _provenance(await store.series_list())
     checked = raw["bars_fetched"]
     return {
@@ -311,8 +339,7 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
             "avg_response_time_ms": _round(raw["avg_latency_ms"], 2),
             "records_fetched": raw["bars_fetched"],
             "records_inserted": raw["bars_written"],
-            "api_quota_remaining": quota,
-            "api_quota_basis": quota_basis,
+            **await _quota(store, settings, since, now),
         },
         "compute_pipeline": {
             "total_computations": raw["computations"],
@@ -342,17 +369,49 @@ def _provenance(rows: list[SeriesRow]) -> dict[str, Any]:
             "synthetic_series": sum(bool(r.synthetic) for r in rows)}
 
 
-async def _quota(store: Store, settings: Settings, now: int) -> tuple[int | None, str]:
-    """What is left of the provider's per-minute budget right now, as far as we can know it:
-    Polygon publishes no quota header, so it is the plan's limit minus our own requests in the
-    last rolling minute."""
+async def _quota(store: Store, settings: Settings, since: int, now: int) -> dict[str, Any]:
+    """The provider's quota as far as we can know it, and when the provider refused it."""
     if settings.provider != "polygon":
-        return None, f"provider {settings.provider} has no quota"
-    limit = settings.polygon.requests_per_minute
+        return {"api_quota_remaining": None, "api_quota_basis": f"provider {settings.provider} has no quota",
+                "api_quota_limit": None, "api_quota_effective_rate": None, "api_quota_refused": 0,
+                "api_quota_last_refused_at": None}
+    polygon = settings.polygon
+    quota = await store.requests_quota(since, now - int(polygon.rate_window_seconds * 1000), "polygon")
+    snapshot = _last_resilience(await store.runs_recent(20)) or {}
+    limiter = (snapshot.get("rate_limiters") or {}).get("polygon") or {}
+    effective = limiter.get("effective_rate")
+    remaining, basis = _quota_left(polygon.requests_per_minute, polygon.rate_window_seconds, effective, quota)
+    return {
+        "api_quota_remaining": remaining,
+        "api_quota_basis": basis,
+        "api_quota_limit": polygon.requests_per_minute or None,
+        # What the last run's limiter settled on: below the limit, the provider allows less.
+        "api_quota_effective_rate": effective,
+        "api_quota_refused": quota.refused,
+        "api_quota_last_refused_at": ms_to_iso(quota.last_refused_at),
+    }
+
+
+def _quota_left(limit: int, window_s: float, effective: int | None, quota: QuotaRow) -> tuple[int | None, str]:
+    """Polygon publishes no quota header: what is left is the plan's limit (or the lower rate the
+    last run settled on after 429s) minus our own requests in the last rolling window, and
+    nothing while the provider refuses, whatever our own count says."""
+    window = "minute" if window_s == 60 else f"{window_s:g} s"
+    if quota.window_refused:
+        return 0, f"the provider refused {quota.window_refused} requests (HTTP 429) in the last rolling {window}"
     if limit == 0:
         return None, "unlimited plan (polygon.requests_per_minute = 0)"
-    used = await store.requests_count_since(now - 60_000, "polygon")
-    return max(limit - used, 0), f"{limit} per rolling minute minus our requests in the last 60 s"
+    minus = f"minus our requests in the last rolling {window}"
+    if effective is not None and effective < limit:
+        return (max(effective - quota.window_requests, 0),
+                f"{effective} per rolling {window}, the rate the last run settled on after the provider "
+                f"refused ({limit} configured), {minus}")
+    return max(limit - quota.window_requests, 0), f"{limit} per rolling {window} {minus}"
+
+
+def _last_resilience(runs: list[RunRow]) -> dict[str, Any] | None:
+    """The newest stored resilience snapshot: the live components died with their run."""
+    return next((json.loads(r.resilience) for r in runs if r.resilience), None)
 
 
 def _ratio(part: int, whole: int) -> float | None:

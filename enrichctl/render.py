@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from enrichctl.domain import printable
+from enrichctl.domain import ms_to_iso, printable
 from enrichctl.logs import log_event
 from enrichctl.tablefit import Col, bar_time, fitted, seconds, when
 
@@ -138,6 +138,11 @@ def _stale(value: bool) -> str:
     return "[red]yes[/]" if value else "no"
 
 
+def _freshness(row: dict[str, Any]) -> str:
+    """The stale cell: a delisted ticker says so (it is not stale, and never will be fresher)."""
+    return "[yellow]delisted[/]" if row.get("delisted") else _stale(row["stale"])
+
+
 def run_report(doc: dict[str, Any]) -> None:
     if doc["status"] == "planned":
         plan_table(doc["plan"], doc)
@@ -214,7 +219,7 @@ def overview(doc: dict[str, Any]) -> None:
         Col("symbol", lambda s: _mark(s["symbol"], s.get("synthetic"))),
         Col("status", lambda s: _status(s["status"])),
         Col("last bar", _last_bar),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("last error", lambda s: _v(s["last_error"]), 2, wrap=True),
         Col("quality", lambda s: _v(s["quality_score"]), 3, right=True),
         Col("last success", lambda s: when(s["last_success"]), 4),
@@ -229,6 +234,7 @@ def overview(doc: dict[str, Any]) -> None:
     if last:
         out.print(f"last run {last['run_id']} ({last['trigger']}) {_status(last['status'])} "
                   f"at {when(last['started_at'])}, {last['bars_written']} bars written")
+    _limiter_refused(doc.get("resilience"))
     if doc["active_run"]:
         out.print(f"[cyan]run {doc['active_run']['run_id']} is running[/]")
     if len(doc.get("workers", [])) > 1 or any(w["active"] for w in doc.get("workers", [])):
@@ -247,13 +253,14 @@ def overview(doc: dict[str, Any]) -> None:
 
 def job_status(doc: dict[str, Any]) -> None:
     source = f", from {doc['provider']}" if doc.get("provider") else ""
-    out.print(f"[bold]{doc['symbol']}[/] ({doc['asset_class']}): {_status(doc['status'])}, "
+    delisted = ", [yellow]delisted[/]" if doc.get("delisted") else ""
+    out.print(f"[bold]{doc['symbol']}[/] ({doc['asset_class']}): {_status(doc['status'])}{delisted}, "
               f"attempts {doc['attempts']}, quality {_v(doc['quality_score'])}{source}")
     cols = (
         Col("tf", lambda s: _mark(s["timeframe"], s.get("synthetic"))),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("quality", lambda s: _v(s["quality_score"]), 1, right=True),
         Col("last error", lambda s: _v(s["last_error"]), 2, wrap=True),
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"]), 3),
@@ -272,6 +279,15 @@ def job_status(doc: dict[str, Any]) -> None:
             Col("severity", lambda i: i["severity"], 2),
         )
         out.print(fitted("recent quality issues", cols, doc["recent_issues"], out.width))
+    if doc.get("corporate_actions"):
+        cols = (
+            Col("date", lambda a: a["ex_date"]),
+            Col("kind", lambda a: a["kind"]),
+            Col("action", lambda a: a["description"], wrap=True),
+        )
+        out.print(fitted("corporate actions", cols, doc["corporate_actions"], out.width))
+    if doc.get("adjustment"):
+        out.print(f"[dim]{doc['adjustment']}[/]")
 
 
 def _job_cols() -> tuple[Col, ...]:
@@ -317,12 +333,41 @@ def metrics(doc: dict[str, Any]) -> None:
         for key, value in doc[section].items():
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-            table.add_row(key, _v(value))
+            table.add_row(key, when(value) if key.endswith("_at") else _v(value))
         out.print(table)
+    _quota_refused(doc["fetch_pipeline"], doc["window_hours"])
     quality = doc["data_quality"]
     if quality.get("synthetic_series"):
         out.print(f"{SYNTHETIC_MARK} {quality['synthetic_series']} of {sum(quality['series_by_provider'].values())} "
                   "stored series hold synthetic data from the demo provider, not market data")
+
+
+def _limiter_refused(resilience: dict[str, Any] | None) -> None:
+    """The provider's refusals in the last run, from its stored snapshot, and what they taught."""
+    for name, lim in sorted(((resilience or {}).get("rate_limiters") or {}).items()):
+        if not lim.get("refused"):
+            continue
+        slowed = ""
+        if lim.get("effective_rate") is not None and lim["effective_rate"] < lim.get("rate", 0):
+            slowed = f"; it slowed to {lim['effective_rate']} of the {lim['rate']} requests configured per window"
+        out.print(f"[yellow]{name} refused {lim['refused']} requests (HTTP 429) in the last run, the last at "
+                  f"{when(_iso_of(lim.get('last_refused_at')))}{slowed}[/]")
+
+
+def _iso_of(unix: float | None) -> str | None:
+    return ms_to_iso(int(unix * 1000)) if unix is not None else None
+
+
+def _quota_refused(fetch: dict[str, Any], hours: int) -> None:
+    """Say it when the provider refused: a plan smaller than configured costs every run time."""
+    if not fetch.get("api_quota_refused"):
+        return
+    out.print(f"[yellow]the provider refused {fetch['api_quota_refused']} requests (HTTP 429) in the last "
+              f"{hours} h, the last at {when(fetch['api_quota_last_refused_at'])}[/]")
+    effective, limit = fetch.get("api_quota_effective_rate"), fetch.get("api_quota_limit")
+    if effective is not None and limit is not None and effective < limit:
+        out.print(f"[yellow]the last run slowed to {effective} requests per window of the {limit} configured: "
+                  f"the plan allows less; set polygon.requests_per_minute = {effective}[/]")
 
 
 def verify(doc: dict[str, Any]) -> None:
@@ -379,7 +424,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"])),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("provider", provider, 2),
         Col("quality", lambda s: _v(s["quality_score"]), 3, right=True),
         Col("issues", lambda s: str(s["issues"]), 4, right=True),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
     JobRow,
+    QuotaRow,
     RunRow,
     SeriesRow,
     TaskRow,
@@ -105,6 +108,9 @@ class SeriesWrite:
     # Bars the asset class's calendar expects from the series' first bar to its last (None: no
     # grid to count on); with the stored count it gives the completeness the score multiplies.
     expected: Callable[[int, int], int] | None = None
+    # Which bar starts lie inside the calendar's sessions (None: every bar counts): completeness
+    # counts only those, so extended-hours bars cannot stand in for missing session bars.
+    in_session: Callable[[np.ndarray], np.ndarray] | None = None
     delisted_at: int | None = None  # the reference data marks the ticker inactive
     full_fetched_at: int | None = None  # market time of a fetch of every bar (a split after it matters)
 
@@ -191,6 +197,7 @@ class Store(Coordination, ReferenceStore):
                     raise ConfigError(
                         f"cannot create the database directory {path.parent}: {exc.strerror}"
                     ) from None
+                _sqlite_probe(path, _public(async_url))
             kwargs["connect_args"] = {"timeout": 30}
             # Connection.close() has rolled back already: a second rollback on return to the
             # pool would be one more round trip to aiosqlite's thread for every use.
@@ -210,6 +217,8 @@ class Store(Coordination, ReferenceStore):
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
             message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
+            if (path := _sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
+                message += _directory_cause(path)
             # A server that does not answer may come back (75); a SQLite file we cannot open, or
             # a server that refuses our credentials or database name, needs a person (78).
             if engine.dialect.name == "postgresql" and _unreachable(exc):
@@ -456,6 +465,26 @@ class Store(Coordination, ReferenceStore):
                          _indicator_rows(key, write.indicator_ts, write.indicators))
         return await self._commits.submit(commit, key)
 
+    async def _session_count(
+        self, conn: AsyncConnection, write: SeriesWrite, prev: SeriesRow | None,
+        key: tuple[str, str], near: np.ndarray | None,
+    ) -> int | None:
+        """The series' stored bars inside sessions after ``write``: counted from the bars of a
+        replaced series, moved by the batch otherwise (``near``: the stored bars in the batch's
+        span before it), and counted once from the table when no count is stored yet."""
+        mask = write.in_session
+        if mask is None:
+            return None
+        if write.replace:
+            return int(np.count_nonzero(mask(write.bars.ts)))
+        if prev is not None and prev.session_bars is not None:
+            if near is None:
+                return prev.session_bars
+            merged = np.union1d(near, write.bars.ts)
+            return prev.session_bars - int(np.count_nonzero(mask(near))) + int(np.count_nonzero(mask(merged)))
+        stored = _ts_of(await self._driver(conn, queries.bars_ts_sql(False), key))
+        return int(np.count_nonzero(mask(stored)))
+
     async def task_record(
         self, task: dict[str, Any], requests: list[RequestRecord], job: JobEnd | None = None
     ) -> None:
@@ -483,6 +512,12 @@ class Store(Coordination, ReferenceStore):
                     await conn.execute(queries.issues_delete_series(symbol, timeframe))
                     await conn.execute(queries.bars_delete(symbol, timeframe))
                     await conn.execute(queries.indicators_delete(self.indicators, symbol, timeframe))
+            # The stored bars the new ones may overwrite: the session count moves by the difference.
+            near: dict[tuple[str, str], np.ndarray] = {}
+            for key, w in keyed:
+                if w.in_session is not None and not w.replace and len(w.bars):
+                    bounds = (int(w.bars.ts.min()), int(w.bars.ts.max()))
+                    near[key] = _ts_of(await self._driver(conn, queries.bars_ts_sql(True), (*key, *bounds)))
             await self._bulk_upsert(conn, "bars", BAR_ROW, [r for c in with_data for r in c.bar_rows])
             by_names: dict[tuple[str, ...], list[tuple]] = {}
             for c in with_data:
@@ -504,8 +539,10 @@ class Store(Coordination, ReferenceStore):
                 else:
                     ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
                 prev = None if w.replace else previous.get(key)
+                session = await self._session_count(conn, w, prev, key, near.get(key))
                 series_rows.append(queries.row_values(
-                    tables.series, _series_values(w, prev, int(count), first, last, now), every=True))
+                    tables.series, _series_values(w, prev, int(count), first, last, now, session),
+                    every=True))
             await self._driver_grouped(conn, tables.series, series_rows, ("symbol", "timeframe"))
             await self._driver_grouped(conn, tables.tasks, [
                 queries.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
@@ -699,9 +736,13 @@ class Store(Coordination, ReferenceStore):
         async with self._read() as conn:
             return int((await conn.execute(queries.requests_of_run(run_id))).scalar_one())
 
-    async def requests_count_since(self, since: int, provider: str) -> int:
+    async def requests_quota(self, since: int, window_since: int, provider: str) -> QuotaRow:
+        """``provider``'s requests since ``window_since`` (its quota window) and its 429s then
+        and since ``since``."""
         async with self._read() as conn:
-            return int((await conn.execute(queries.requests_since_count(since, provider))).scalar_one())
+            row = (await conn.execute(queries.requests_quota(since, window_since, provider))).one()
+        return QuotaRow(int(row.window_requests), int(row.window_refused), int(row.refused),
+                        int(row.last_refused_at) if row.last_refused_at is not None else None)
 
     async def metrics_raw(self, since: int) -> dict[str, Any]:
         """The aggregates behind the metrics document, over [since, now]."""
@@ -793,11 +834,17 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
     return list(zip(repeat(key[0]), repeat(key[1]), ts.tolist(), *map(nan_to_none, values.values())))
 
 
+def _ts_of(rows: list[tuple]) -> np.ndarray:
+    return np.fromiter((r[0] for r in rows), np.int64, len(rows))
+
+
 def _series_values(
-    write: SeriesWrite, prev: SeriesRow | None, count: int, first, last, now: int
+    write: SeriesWrite, prev: SeriesRow | None, count: int, first, last, now: int,
+    session: int | None = None,
 ) -> dict[str, Any]:
     """The new series row: counts from the table; the quality score is completeness (stored
-    over expected bars) times consistency, the bar-weighted average of every batch's score."""
+    bars, or only those inside sessions when ``session`` counts them, over the calendar's
+    expected bars) times consistency, the bar-weighted average of every batch's score."""
     s = write.series
     new_bars = len(write.bars)
     before = series_consistency(prev)
@@ -808,7 +855,8 @@ def _series_values(
         consistency = max(0.0, 1.0 - penalty / max(count, 1))
     completeness = prev.completeness if prev is not None else None
     if write.expected is not None and first is not None and last is not None:
-        completeness = min(1.0, count / max(write.expected(int(first), int(last)), 1))
+        counted = count if session is None else session
+        completeness = min(1.0, counted / max(write.expected(int(first), int(last)), 1))
     score = None if consistency is None else consistency * (1.0 if completeness is None else completeness)
     return {
         "symbol": s.symbol,
@@ -833,6 +881,7 @@ def _series_values(
         "delisted_at": write.delisted_at if write.delisted_at is not None
         else (prev.delisted_at if prev else None),
         "completeness": completeness,
+        "session_bars": session,
     }
 
 
@@ -860,12 +909,33 @@ def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     """The errors of the driver itself, which the bulk paths meet without SQLAlchemy between
     (SQLAlchemy wraps them everywhere else): a StoreError like any other database error."""
     if dialect == "sqlite":
-        import sqlite3
-
         return (sqlite3.Error,)
     import asyncpg
 
     return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _sqlite_probe(path: Path, public_url: str) -> None:
+    """Open the file once with the standard driver first: aiosqlite (0.22) leaves the worker
+    thread of a connection that failed to open to report to an event loop that may have closed
+    by then, a traceback after the error line. ConfigError naming the cause."""
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the database {public_url}: {exc}{_directory_cause(path)}") from None
+
+
+def _directory_cause(path: Path) -> str:
+    """Why SQLite cannot open ``path`` when its directory is the reason ("unable to open database
+    file" says nothing): it creates its journal files beside the database, so a read-only or
+    immutable directory stops it even when the file itself is writable. Empty otherwise."""
+    directory = path.parent
+    if not directory.is_dir() or os.access(directory, os.W_OK):
+        return ""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return f" (the directory {directory} is on a read-only file system)"
+    return (f" (the directory {directory} is not writable: read-only or immutable; SQLite creates "
+            f"its journal files beside {path.name})")
 
 
 # SQLite's words for faults no retry mends (a read-only or immutable file or directory, a full
