@@ -455,14 +455,22 @@ class Store(Coordination, ReferenceStore):
     ) -> int:
         """Store bars, indicators and issues of one series and move its watermark, atomically,
         with the task's record, the provider calls it made and, for a job's last task, the
-        job's end. Returns the bars written. Series that finish together commit in one
-        transaction (``GroupCommit``); each is whole in it."""
+        job's end. Returns the bars written. On SQLite, series that finish together commit in
+        one transaction (``GroupCommit``); each is whole in it."""
         s = write.series
         key = (s.symbol, s.timeframe.value)
         # The driver's rows are built here, while the batch before this one is being written,
         # not inside the transaction, where the writer would wait for them.
         commit = _Commit(write, task, requests or [], job, write.bars.rows(key),
                          _indicator_rows(key, write.indicator_ts, write.indicators))
+        return await self._commit_one(commit, key)
+
+    async def _commit_one(self, commit: _Commit, key: tuple[str, str] | None) -> int:
+        """SQLite has one writer: commits queue for it and go in batches. PostgreSQL commits
+        each series in a transaction of its own, several at once on the pool's connections
+        (one committer there made the backfill wait on it)."""
+        if self._write_lock is None:
+            return (await self._commit_many([commit]))[0]
         return await self._commits.submit(commit, key)
 
     async def _session_count(
@@ -490,7 +498,7 @@ class Store(Coordination, ReferenceStore):
     ) -> None:
         """A finished task's row and its provider calls (and the job's end, for its last task),
         when no series data goes with them."""
-        await self._commits.submit(_Commit(None, task, requests, job), None)
+        await self._commit_one(_Commit(None, task, requests, job), None)
 
     async def _commit_many(self, commits: list[_Commit]) -> list[int]:
         """One transaction for every commit given (no two of the same series): a statement per
