@@ -88,13 +88,9 @@ class Coordination:
 
     # --- scale-out: job claims, workers, the run's outcome ------------------------------------
 
-    async def job_claim(self, run_id: int, worker: str, lease_ms: int) -> JobRow | None:
-        """Claim the next job nobody holds (pending, or its holder's lease lapsed)."""
-        claimed = await self.jobs_claim(run_id, worker, lease_ms, 1)
-        return claimed[0] if claimed else None
-
     async def jobs_claim(self, run_id: int, worker: str, lease_ms: int, limit: int) -> list[JobRow]:
-        """Claim up to ``limit`` jobs nobody holds, in one transaction, oldest first."""
+        """Claim up to ``limit`` jobs nobody holds (pending, or their holder's lease lapsed), in
+        one transaction, oldest first."""
         now = now_ms()
         async with self._write() as conn:
             ids = list((await conn.execute(queries.job_claimable(run_id, now, limit))).scalars())
