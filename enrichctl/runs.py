@@ -25,6 +25,7 @@ from enrichctl.domain import (
     AssetClass,
     Instrument,
     JobStatus,
+    RequestRecord,
     RunStatus,
     Series,
     Timeframe,
@@ -36,7 +37,7 @@ from enrichctl.domain import (
 from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, RunActive, StoreError, StoreFault
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
-from enrichctl.pipeline.calendar import SessionCalendar
+from enrichctl.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import (
     JobPlan,
@@ -59,7 +60,6 @@ from enrichctl.pipeline.actions import actions_apply, actions_refresh
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
     Provider,
-    RequestRecord,
     RequestSink,
     provider_check,
     provider_create,

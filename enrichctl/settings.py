@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from enrichctl.domain import AssetClass, Timeframe, parse_symbol
 from enrichctl.errors import ConfigError
+from enrichctl.indicatorspec import parse_indicator
 
 DEFAULT_INDICATORS = (
     "sma_20",
@@ -262,8 +263,6 @@ class Settings(BaseSettings):
     @field_validator("indicators", mode="after")
     @classmethod
     def _indicators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from enrichctl.pipeline.indicators import parse_indicator
-
         for name in value:
             parse_indicator(name)
         if len(set(value)) != len(value):

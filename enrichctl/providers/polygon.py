@@ -27,7 +27,7 @@ from enrichctl.providers.reference import (
     polygon_actions,
     polygon_ticker_state,
 )
-from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, Series
+from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, RequestRecord, Series
 from enrichctl.errors import (
     ConfigError,
     PermanentProviderError,
@@ -36,8 +36,8 @@ from enrichctl.errors import (
     RetryableProviderError,
 )
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
-from enrichctl.providers.base import RequestRecord, RequestSink
+from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
+from enrichctl.providers.base import RequestSink
 from enrichctl.resilience import ResilienceRegistry, ResilientCaller, current_attempt
 from enrichctl.resilience.ratelimit import parse_retry_after
 from enrichctl.resilience.stack import RATE_INTERVAL_SECONDS

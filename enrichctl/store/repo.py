@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from enrichctl.domain import Bars, QualityIssue, Series, nan_to_none, now_ms
+from enrichctl.domain import Bars, QualityIssue, RequestRecord, Series, nan_to_none, now_ms
 from enrichctl.errors import (
     ConfigError,
     StoreConflict,
@@ -34,7 +34,6 @@ from enrichctl.errors import (
     StoreUnavailable,
     TemporaryError,
 )
-from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries, tables
 from enrichctl.store.coordination import Coordination
 from enrichctl.store.reference import ReferenceStore

@@ -33,6 +33,7 @@ from typing import Any, Self
 import numpy as np
 from aiohttp import web
 
+from enrichctl.calendar import NEW_YORK
 from enrichctl.domain import (
     MS_PER_DAY,
     MS_PER_MINUTE,
@@ -41,7 +42,6 @@ from enrichctl.domain import (
     Series,
     Timeframe,
 )
-from enrichctl.pipeline.calendar import NEW_YORK
 from enrichctl.providers.base import Provider
 
 LIMIT_MAX = 50_000

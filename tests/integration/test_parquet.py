@@ -24,7 +24,7 @@ import pytest
 from enrichctl import exports_parquet, service
 from enrichctl.domain import MS_PER_DAY, Timeframe
 from enrichctl.exports_parquet import ParquetRequest
-from enrichctl.pipeline.calendar import utc_date_ms
+from enrichctl.calendar import utc_date_ms
 from research_data import AS_OF, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 if TYPE_CHECKING:

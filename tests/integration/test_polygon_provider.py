@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fake_polygon import FakePolygon
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
 from enrichctl.errors import (
     ConfigError,
@@ -24,7 +25,6 @@ from enrichctl.errors import (
     ProviderAuthError,
     RetryableProviderError,
 )
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.base import Provider, RequestRecord
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.providers.polygon import PolygonProvider
