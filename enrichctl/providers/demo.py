@@ -25,7 +25,7 @@ from datetime import datetime
 import numpy as np
 
 from enrichctl.calendar import NEW_YORK, SessionCalendar, day_start_ms
-from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, RequestRecord, Series, Timeframe, now_ms
+from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, RequestRecord, Series, Timeframe, now_ms, session_bar_grid
 from enrichctl.providers.base import RequestSink
 from enrichctl.providers.reference import CorporateAction, TickerState
 
@@ -354,17 +354,18 @@ class DemoProvider:
         return self._midnights(day_number - _weekday(day_number))
 
     def _intraday_exchange(self, tf: Timeframe, start_ms: int, end_ms: int) -> _Layout:
-        """Grid points with session open <= ts < session close (regular hours, early closes)."""
+        """The in-session bars (``session_bar_grid``: the bar holding the open, up to the close;
+        regular hours, early closes), as Polygon's adjusted aggregates have them."""
         s = self._calendar.sessions(start_ms - MS_PER_DAY, end_ms)
-        first = -(-s.open // tf.ms) * tf.ms
-        count = np.maximum(0, -(-(s.close - first) // tf.ms))
+        first, count = session_bar_grid(s.open, s.close, tf.ms)
         total = int(count.sum())
         index_in_session = np.arange(total, dtype=np.int64) - np.repeat(
             np.cumsum(count) - count, count
         )
         ts = np.repeat(first, count) + index_in_session * tf.ms
+        t_open = np.maximum(ts, np.repeat(s.open, count))  # the 09:00 bar trades from 09:30
         t_close = np.minimum(ts + tf.ms, np.repeat(s.close, count))
-        return _Layout(ts, ts, t_close, (t_close - ts) / REGULAR_SESSION_MS)
+        return _Layout(ts, t_open, t_close, (t_close - t_open) / REGULAR_SESSION_MS)
 
     def _intraday(
         self, asset_class: AssetClass, tf: Timeframe, start_ms: int, end_ms: int
