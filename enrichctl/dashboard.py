@@ -16,6 +16,7 @@ from enrichctl.errors import NotFound
 from enrichctl.pipeline.quality import check_stale
 from enrichctl.settings import Settings
 from enrichctl.staleness import schedule_reference
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
 
@@ -132,7 +133,7 @@ async def _symbols(store: Store, settings: Settings, calendar: SessionCalendar, 
 
 
 async def _scheduler(store: Store, settings: Settings, now: int, next_run: int | None) -> dict[str, Any]:
-    pause = await store.control_get("pause")
+    pause = await store.control_get(PAUSE_KEY)
     return {
         "paused": pause is not None,
         "paused_reason": pause.get("reason") if pause else None,

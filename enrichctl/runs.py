@@ -70,11 +70,11 @@ from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
 from enrichctl.resilience.ratelimit import RateLimiter
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 
 log = get_logger("runs")
 
-PAUSE_KEY = "pause"
 STOP_LIMIT_S = 10.0  # the longest a graceful stop spends recording itself
 
 

@@ -21,7 +21,6 @@ from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
 from enrichctl.runs import (  # noqa: F401  (the faces reach them through service)
-    PAUSE_KEY,
     RunOptions,
     RunReport,
     exit_code_of,
@@ -29,6 +28,7 @@ from enrichctl.runs import (  # noqa: F401  (the faces reach them through servic
     store_open,
 )
 from enrichctl.settings import Settings
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.systemd import next_elapse
 

@@ -67,8 +67,15 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_path(url: str) -> Path | None:
-    database = make_url(url).database
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a SQLite URL as written (relative stays relative); None for another backend,
+    an in-memory database, no URL or one that does not parse."""
+    if not url or not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
     if not database or database == ":memory:":
         return None
     return Path(database)
@@ -171,7 +178,7 @@ class Store(Coordination, ReferenceStore):
         async_url = normalise_url(url)
         kwargs: dict[str, Any] = {}
         if async_url.startswith("sqlite"):
-            path = _sqlite_path(async_url)
+            path = sqlite_path(async_url)
             if path is not None:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +213,7 @@ class Store(Coordination, ReferenceStore):
         except BaseException:
             await engine.dispose()
             raise
-        path = _sqlite_path(async_url) if store.dialect == "sqlite" else None
+        path = sqlite_path(async_url) if store.dialect == "sqlite" else None
         if path is not None and migrate:
             opened = path.stat()
             store._file = (path, opened.st_dev, opened.st_ino)
@@ -258,7 +265,7 @@ class Store(Coordination, ReferenceStore):
         its own pages as it reads them; nothing to do there."""
         if self.dialect != "sqlite":
             return
-        where = _sqlite_path(str(self.engine.url)) or "in memory"
+        where = sqlite_path(str(self.engine.url)) or "in memory"
         try:
             async with self.engine.connect() as conn:
                 found = [r[0] for r in (await conn.exec_driver_sql("PRAGMA quick_check(3)")).all()]

@@ -30,11 +30,11 @@ from enrichctl.errors import (
 )
 from enrichctl.logs import get_logger, log_event
 from enrichctl.providers.base import provider_check
-from enrichctl.settings import Settings
+from enrichctl.settings import Settings, host_is_loopback
 from enrichctl.web import openapi
 from enrichctl.web.cache import Rendered, SharedBuilds
 from enrichctl.web.connections import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
-from enrichctl.web.hosts import HostPolicy, host_is_loopback
+from enrichctl.web.hosts import HostPolicy
 from enrichctl.web.page import page_routes
 from enrichctl.web.params import (
     history_limit,
