@@ -42,7 +42,7 @@ SERVER = """
 import asyncio, sys
 from enrichctl.logs import logging_setup
 from enrichctl.settings import settings_load
-from enrichctl.web import serve_main
+from enrichctl.web.server import serve_main
 logging_setup("text", "WARNING")
 asyncio.run(serve_main(settings_load(), "127.0.0.1", int(sys.argv[1])))
 """

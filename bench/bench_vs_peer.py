@@ -36,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 # Nothing heavy in this parent (see bench_pipeline.py): the children's peak RSS stays theirs.
-from bench_pipeline import child_env, child_run, enrichctl_path  # noqa: E402
+from bench_pipeline import child_run, enrichctl_path  # noqa: E402
 
 SINCE = "2016-01-01"
 AS_OF = "2025-06-02T12:00"  # Monday 08:00 New York: the last complete day bar is Friday 05-30

@@ -464,7 +464,7 @@ def serve(
     as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Judge staleness as at this UTC instant.")] = None,
 ) -> None:
     """Serve the dashboard documents, Prometheus metrics and a web page over HTTP."""
-    from enrichctl import web
+    from enrichctl.web import server as web
 
     now = _instant(as_of)
     settings = _settings()

@@ -65,6 +65,9 @@ def _series_doc(row: SeriesRow, stale: bool) -> dict[str, Any]:
         "stale": stale,
         "provider": row.provider,
         "synthetic": row.synthetic,
+        # The provider's reference data marks the ticker inactive: no new bar will come.
+        "delisted": row.delisted_at is not None,
+        "delisted_at": ms_to_iso(row.delisted_at),
     }
 
 
@@ -89,6 +92,7 @@ def _symbol_doc(
         "last_error": (job.error if job else None) or next((r.last_error for r in rows if r.last_error), None),
         "quality_score": _round(min(scores)) if scores else None,
         "stale": any(d["stale"] for d in series_docs),
+        "delisted": any(d["delisted"] for d in series_docs),
         "last_run_id": job.run_id if job else None,
         "series": series_docs,
     }
@@ -100,7 +104,13 @@ def _is_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now
 
 def series_stale(row: SeriesRow, calendar: SessionCalendar, settings: Settings, now: int) -> bool:
     """Stale: the series lacks bars the last scheduled run should have fetched (see
-    ``staleness``), so series fetched between runs stay fresh until the next one is due."""
+    ``staleness``), so series fetched between runs stay fresh until the next one is due. A
+    delisted ticker is finished, not late: it is never stale; nor is a known ticker whose
+    fetches succeed without a bar (nothing the provider has is missing)."""
+    if row.delisted_at is not None:
+        return False
+    if row.watermark is None and row.last_success_at is not None:
+        return False  # the provider knows the ticker but has no bar of it: a warning says so
     series = Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe))
     reference = schedule_reference(settings.schedule, now)
     return check_stale(series, row.watermark, reference, calendar, settings.quality) is not None
@@ -253,7 +263,26 @@ async def job_status(
     doc["generated_at"] = ms_to_iso(now)
     doc["recent_jobs"] = [_job_doc(j) for j in jobs]
     doc["recent_issues"] = [_issue_doc(i) for i in await store.issues_recent(symbol, limit=20)]
+    doc["corporate_actions"] = await _actions_of(store, symbol, {r.provider for r in rows})
+    doc["adjustment"] = ADJUSTMENT_NOTE
     return doc
+
+
+# What the stored prices are, said next to the actions that changed them.
+ADJUSTMENT_NOTE = ("prices and volumes are split-adjusted; dividends are listed but not "
+                   "included in the adjusted series (no total-return adjustment)")
+
+
+async def _actions_of(store: Store, symbol: str, providers: set[str]) -> list[dict[str, Any]]:
+    """The symbol's splits and dividends as the providers of its stored series listed them,
+    newest first (every provider's when nothing is stored)."""
+    chosen = sorted(providers) or [None]
+    actions = [(p, a) for p in chosen for a in await store.actions_list(symbol, provider=p)]
+    return [
+        {"kind": a.kind, "ex_date": a.ex_date, "ratio": a.ratio, "amount": a.amount,
+         "description": a.describe()}
+        for _, a in sorted(actions, key=lambda pa: pa[1].ex_date, reverse=True)
+    ]
 
 
 def _job_doc(job: JobRow) -> dict[str, Any]:

@@ -81,8 +81,9 @@ class Timeframe(StrEnum):
 
     def periods_per_year(self, asset_class: AssetClass) -> float:
         """Bars a year the asset class's calendar has for this timeframe (annualises volatility):
-        NYSE: 252 sessions of the bars that touch 09:30-16:00 New York (7 hourly bars, 78 of 5
-        minutes); crypto: 365 days of 24 h; forex: 52 weeks of Sunday 17:00 to Friday 17:00."""
+        NYSE: 252 sessions of the bars that touch 09:30-16:00 New York (``session_bar_grid``:
+        7 hourly bars, 78 of 5 minutes, what completeness expects too); crypto: 365 days of
+        24 h; forex: 52 weeks of Sunday 17:00 to Friday 17:00."""
         if self is Timeframe.W1:
             return 52.0
         if asset_class is AssetClass.CRYPTO:
@@ -92,12 +93,20 @@ class Timeframe(StrEnum):
         else:
             if self is Timeframe.D1:
                 return 252.0
-            step = self.ms // MS_PER_MINUTE
-            first = (9 * 60 + 30) // step * step  # the bar holding the open starts on the grid
-            return 252.0 * -(-(16 * 60 - first) // step)
+            _, count = session_bar_grid((9 * 60 + 30) * MS_PER_MINUTE, 16 * 60 * MS_PER_MINUTE, self.ms)
+            return 252.0 * int(count)
         if self is Timeframe.D1:
             return days
         return days * minutes * MS_PER_MINUTE / self.ms
+
+
+def session_bar_grid(open_ms, close_ms, step_ms: int):
+    """The in-session bars of a session [open, close): the first bar's start and how many there
+    are (scalars or arrays). The bar holding the open (09:00 for hourly bars, opening at 09:30)
+    counts, bars starting at or after the close do not: 7 hourly bars, 78 of 5 minutes a
+    regular session, 4 hourly bars a 13:00 half-day. Extended-hours bars are outside it."""
+    first = open_ms // step_ms * step_ms
+    return first, np.maximum(0, -(-(close_ms - first) // step_ms))
 
 
 _TIMEFRAME_MS = {

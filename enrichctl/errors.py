@@ -19,7 +19,7 @@
         └── StoreDamaged      the SQLite file fails its integrity check        -> exit 1
 
 Third-party errors (aiohttp, SQLAlchemy, pydantic) are mapped onto this tree at the module that
-talks to them; ``cli.py`` and ``web.py`` turn the tree into exit codes and HTTP statuses.
+talks to them; ``cli.py`` and ``web/server.py`` turn the tree into exit codes and HTTP statuses.
 """
 
 from __future__ import annotations

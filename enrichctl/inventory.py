@@ -32,6 +32,7 @@ async def series_inventory(store: Store, settings: Settings, calendar: SessionCa
             "quality_score": None if r.quality_score is None else round(r.quality_score, 4),
             "issues": r.issue_count,
             "stale": dashboard.series_stale(r, calendar, settings, now),
+            "delisted": r.delisted_at is not None,
             "configured": r.symbol in configured,
             "last_success": ms_to_iso(r.last_success_at),
         }

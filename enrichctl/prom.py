@@ -160,6 +160,7 @@ def _series(snap: Snapshot) -> Iterator[Metric]:
     staleness: dict[tuple[str, ...], float] = {}
     stale: dict[tuple[str, ...], float] = {}
     bars: dict[tuple[str, ...], float] = {}
+    delisted: dict[tuple[str, ...], float] = {}
     for symbol in snap.overview["processing_symbols"]:
         for series in symbol["series"]:
             key = _series_key(symbol, series)
@@ -167,11 +168,14 @@ def _series(snap: Snapshot) -> Iterator[Metric]:
                 staleness[key] = max(snap.now - _iso_seconds(series["last_bar"]), 0.0)
             stale[key] = 1.0 if series["stale"] else 0.0
             bars[key] = series["bars"]
+            delisted[key] = 1.0 if series.get("delisted") else 0.0
     labels = SERIES_LABELS
     yield _gauge("enrichctl_series_staleness_seconds",
                  "Seconds since the start of the last stored bar of each series.", labels, staleness)
     yield _gauge("enrichctl_series_stale", "1 when a series misses complete bars it should have.",
                  labels, stale)
+    yield _gauge("enrichctl_series_delisted",
+                 "1 when the provider lists the ticker as inactive (never stale then).", labels, delisted)
     yield _gauge("enrichctl_series_bars", "Bars stored per series.", labels, bars)
     yield _gauge("enrichctl_bars_stored", "Bars stored in total.", (),
                  {(): snap.overview["totals"]["bars"]})

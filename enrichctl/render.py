@@ -138,6 +138,11 @@ def _stale(value: bool) -> str:
     return "[red]yes[/]" if value else "no"
 
 
+def _freshness(row: dict[str, Any]) -> str:
+    """The stale cell: a delisted ticker says so (it is not stale, and never will be fresher)."""
+    return "[yellow]delisted[/]" if row.get("delisted") else _stale(row["stale"])
+
+
 def run_report(doc: dict[str, Any]) -> None:
     if doc["status"] == "planned":
         plan_table(doc["plan"], doc)
@@ -214,7 +219,7 @@ def overview(doc: dict[str, Any]) -> None:
         Col("symbol", lambda s: _mark(s["symbol"], s.get("synthetic"))),
         Col("status", lambda s: _status(s["status"])),
         Col("last bar", _last_bar),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("last error", lambda s: _v(s["last_error"]), 2, wrap=True),
         Col("quality", lambda s: _v(s["quality_score"]), 3, right=True),
         Col("last success", lambda s: when(s["last_success"]), 4),
@@ -247,13 +252,14 @@ def overview(doc: dict[str, Any]) -> None:
 
 def job_status(doc: dict[str, Any]) -> None:
     source = f", from {doc['provider']}" if doc.get("provider") else ""
-    out.print(f"[bold]{doc['symbol']}[/] ({doc['asset_class']}): {_status(doc['status'])}, "
+    delisted = ", [yellow]delisted[/]" if doc.get("delisted") else ""
+    out.print(f"[bold]{doc['symbol']}[/] ({doc['asset_class']}): {_status(doc['status'])}{delisted}, "
               f"attempts {doc['attempts']}, quality {_v(doc['quality_score'])}{source}")
     cols = (
         Col("tf", lambda s: _mark(s["timeframe"], s.get("synthetic"))),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("quality", lambda s: _v(s["quality_score"]), 1, right=True),
         Col("last error", lambda s: _v(s["last_error"]), 2, wrap=True),
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"]), 3),
@@ -272,6 +278,15 @@ def job_status(doc: dict[str, Any]) -> None:
             Col("severity", lambda i: i["severity"], 2),
         )
         out.print(fitted("recent quality issues", cols, doc["recent_issues"], out.width))
+    if doc.get("corporate_actions"):
+        cols = (
+            Col("date", lambda a: a["ex_date"]),
+            Col("kind", lambda a: a["kind"]),
+            Col("action", lambda a: a["description"], wrap=True),
+        )
+        out.print(fitted("corporate actions", cols, doc["corporate_actions"], out.width))
+    if doc.get("adjustment"):
+        out.print(f"[dim]{doc['adjustment']}[/]")
 
 
 def _job_cols() -> tuple[Col, ...]:
@@ -388,7 +403,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"])),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
-        Col("stale", lambda s: _stale(s["stale"]), 1),
+        Col("stale", _freshness, 1),
         Col("provider", provider, 2),
         Col("quality", lambda s: _v(s["quality_score"]), 3, right=True),
         Col("issues", lambda s: str(s["issues"]), 4, right=True),

@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -42,9 +42,11 @@ from enrichctl.pipeline.plan import (
     JobPlan,
     Mode,
     RunPlan,
+    SeriesPlan,
     grouped_apply,
     grouped_choose,
     plan_build,
+    series_plan,
     universe_select,
 )
 from enrichctl.pipeline.quota import QuotaWaitClock, SharedRateLimiter
@@ -55,7 +57,7 @@ from enrichctl.pipeline.runner import (
     RunnerConfig,
     request_sink,
 )
-from enrichctl.pipeline.actions import actions_apply, actions_refresh
+from enrichctl.pipeline.actions import SeriesPlanner, actions_apply, actions_refresh
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
     Provider,
@@ -219,8 +221,10 @@ async def run(
                     indicator_fingerprint=indicators.fingerprint, until=options.until,
                 )
                 if not options.dry_run:
-                    await actions_refresh(store, provider, {i.symbol for i in instruments}, market_now)
-                plan = await actions_apply(store, plan, provider, market_now)
+                    kept = {i.symbol for i in instruments} | {e.symbol for e in settings.universe}
+                    await actions_refresh(store, provider, kept, market_now)
+                plan = await actions_apply(store, plan, provider, market_now,
+                                           _whole_planner(settings, store, calendar, provider, indicators, market_now))
                 plan = grouped_choose(plan, calendar, provider, settings.polygon.grouped_daily_max_days)
                 report.plan = plan
                 if options.dry_run:
@@ -519,7 +523,8 @@ async def _plan_one(
         now=ctx.now, since=spec.since, full_refresh=spec.full_refresh,
         indicator_fingerprint=ctx.indicators.fingerprint, until=spec.until,
     )
-    plan = await actions_apply(ctx.store, plan, ctx.provider, ctx.now)
+    plan = await actions_apply(ctx.store, plan, ctx.provider, ctx.now,
+                               _whole_planner(settings, ctx.store, ctx.calendar, ctx.provider, ctx.indicators, ctx.now))
     return grouped_apply(plan.jobs[0], spec.grouped)
 
 
@@ -542,9 +547,24 @@ async def _follow(
         since=since, full_refresh=run_spec.full_refresh,
         indicator_fingerprint=ctx.indicators.fingerprint, until=until,
     )
-    plan = await actions_apply(ctx.store, plan, ctx.provider, now)
+    plan = await actions_apply(ctx.store, plan, ctx.provider, now,
+                               _whole_planner(settings, ctx.store, ctx.calendar, ctx.provider, ctx.indicators, now))
     new_ctx = TaskContext(ctx.store, ctx.provider, ctx.calendar, ctx.indicators, ctx.quality, run_id, now)
     return plan, new_ctx, run_spec
+
+
+def _whole_planner(
+    settings: Settings, store: Store, calendar: SessionCalendar, provider: Provider,
+    indicators: IndicatorSet, now: int,
+) -> SeriesPlanner:
+    """Plans a stored series outside the run's timeframes as a plain run would (a split turns
+    it into a whole refetch): no --since, no --until, no --full-refresh of its own."""
+
+    def plan(series: Series) -> Awaitable[SeriesPlan]:
+        return series_plan(store, calendar, provider, settings, series, now=now, since=None,
+                           full_refresh=False, fingerprint=indicators.fingerprint)
+
+    return plan
 
 
 def _iso_ms(text: str | None) -> int | None:

@@ -22,7 +22,7 @@ from enrichctl import exports
 from enrichctl.domain import MS_PER_DAY, Series, Timeframe, ms_to_iso
 from enrichctl.errors import UsageError
 from enrichctl.store.repo import Store
-from enrichctl.webparams import query_check, symbol_param
+from enrichctl.web.params import query_check, symbol_param
 
 LIMIT_DEFAULT = 5000
 LIMIT_MAX = 10_000

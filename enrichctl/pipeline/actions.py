@@ -10,10 +10,11 @@ The overlap re-read in ``task.py`` stays the second line of defence.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
-from enrichctl.domain import MS_PER_DAY
+from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
 from enrichctl.errors import ProviderAuthError, ProviderError, ProviderUnavailable, TemporaryError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.calendar import NEW_YORK
@@ -37,10 +38,15 @@ def _ny_date(ms: int) -> str:
 
 async def actions_refresh(store: Store, provider: Provider, symbols: set[str], now: int) -> int:
     """Fetch splits (every run) and dividends (weekly) since the last check; returns the number
-    of reference requests made. A failure leaves the overlap check to notice re-adjustments."""
+    of reference requests made. A failure leaves the overlap check to notice re-adjustments.
+
+    ``symbols`` are the configured ones (and this run's); the actions of those and of every
+    stored series are kept: the next check starts from today, so an action dropped now because
+    this run (``--symbols AAPL``) does not cover its symbol would be lost for good."""
     fetch = getattr(provider, "corporate_actions", None)
     if fetch is None:
         return 0
+    kept = symbols | {r.symbol for r in await store.series_list()}
     asked = 0
     for kind in ("split", "dividend"):
         last = await store.control_get(_key(provider.name, kind))
@@ -56,7 +62,7 @@ async def actions_refresh(store: Store, provider: Provider, symbols: set[str], n
             if isinstance(exc, ProviderAuthError | ProviderUnavailable):
                 break
             continue
-        await store.actions_store(provider.name, [a for a in found if a.symbol in symbols])
+        await store.actions_store(provider.name, [a for a in found if a.symbol in kept])
         # Re-ask from today on: an action announced late for today is seen next run.
         await store.control_put(_key(provider.name, kind), {"since": _ny_date(now), "at": now})
     return asked
@@ -68,8 +74,16 @@ async def _first_since(store: Store, now: int) -> str:
     return _ny_date(min(fetched) if fetched else now)
 
 
-async def actions_apply(store: Store, plan: RunPlan, provider: Provider, now: int) -> RunPlan:
-    """The plan with every series a stored split re-adjusted turned into a full refetch."""
+# Plans one stored series the run's timeframes left out, as a plain run would.
+SeriesPlanner = Callable[[Series], Awaitable[SeriesPlan]]
+
+
+async def actions_apply(
+    store: Store, plan: RunPlan, provider: Provider, now: int, plan_series: SeriesPlanner | None = None
+) -> RunPlan:
+    """The plan with every series a stored split re-adjusted turned into a full refetch. With
+    ``plan_series``, a split symbol's stored timeframes outside the plan (``--timeframes 1d``
+    while 1h is stored too) are added as refetches: a split re-adjusts all of them at once."""
     splits: dict[str, list[CorporateAction]] = {}
     for action in await store.actions_list(provider=provider.name):
         if action.kind == "split":
@@ -78,10 +92,20 @@ async def actions_apply(store: Store, plan: RunPlan, provider: Provider, now: in
         return plan
     jobs = []
     for job in plan.jobs:
-        tasks = []
-        for task in job.tasks:
-            found = splits.get(task.series.symbol)
-            tasks.append(await _refetch_if_split(store, task, found, provider, now) if found else task)
+        found = splits.get(job.instrument.symbol)
+        if not found:
+            jobs.append(job)
+            continue
+        tasks = [await _refetch_if_split(store, task, found, provider, now) for task in job.tasks]
+        if plan_series is not None:
+            planned = {t.series.timeframe for t in job.tasks}
+            for row in await store.series_list(job.instrument.symbol):
+                if Timeframe(row.timeframe) in planned:
+                    continue
+                other = await plan_series(Series(row.symbol, AssetClass(row.asset_class), Timeframe(row.timeframe)))
+                refetch = await _refetch_if_split(store, other, found, provider, now)
+                if refetch is not other:  # only a split due for it brings it into this run
+                    tasks.append(refetch)
         jobs.append(JobPlan(job.instrument, tuple(tasks)))
     return RunPlan(tuple(jobs), plan.grouped_days)
 
@@ -89,7 +113,10 @@ async def actions_apply(store: Store, plan: RunPlan, provider: Provider, now: in
 async def _refetch_if_split(
     store: Store, task: SeriesPlan, splits: list[CorporateAction], provider: Provider, now: int
 ) -> SeriesPlan:
-    if task.mode in (Mode.NEW, Mode.RANGE) or task.provider_change:
+    """``task``, or a whole refetch of its series when a split is due for it. A backfill's range
+    (``--until``) becomes a whole refetch too: the bars outside the range are re-adjusted as
+    well, and keeping them would mix two price scales in one series."""
+    if task.mode is Mode.NEW or task.provider_change:
         return task  # a new series or a provider change is fetched whole anyway
     row = await store.series_get(task.series)
     if row is None or row.first_ts is None:
@@ -101,8 +128,9 @@ async def _refetch_if_split(
         return task
     latest = max(due, key=lambda s: s.ex_date)
     start = task.history_start
-    return replace(task, mode=Mode.FULL, start=start, source="series",
-                   requests=provider.requests_needed(task.series, start, task.end),
+    end = task.history_end if task.history_end is not None else task.end
+    return replace(task, mode=Mode.FULL, start=start, end=end, source="series",
+                   requests=provider.requests_needed(task.series, start, end),
                    action=latest.describe())
 
 

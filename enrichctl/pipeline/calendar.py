@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
+from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe, session_bar_grid
 
 NEW_YORK = ZoneInfo("America/New_York")
 CALENDAR_START = "1990-01-01"
@@ -151,6 +151,19 @@ class SessionCalendar:
                      for a, b in forex_weeks(start_ms, end_ms)]
             return np.concatenate(grids) if grids else np.empty(0, np.int64)
         return None
+
+    def in_session(self, series: Series, ts: np.ndarray) -> np.ndarray:
+        """Which bar starts are in-session bars (``session_bar_grid``) of an intraday exchange
+        series; every bar of any other series is."""
+        tf = series.timeframe
+        if not (tf.is_intraday and series.asset_class.trades_on_exchange_calendar) or not len(ts):
+            return np.ones(len(ts), bool)
+        ts = np.asarray(ts, np.int64)
+        i = np.searchsorted(self._day, ts, side="right") - 1
+        known = i >= 0
+        i = np.maximum(i, 0)
+        first, count = session_bar_grid(self._open[i], self._close[i], tf.ms)
+        return known & (ts >= first) & (ts < first + count * tf.ms) & (self._day[i] + MS_PER_DAY > ts)
 
     def expected_days(self, series: Series, start_ms: int, end_ms: int) -> np.ndarray | None:
         """For intraday series on the exchange calendar: the NY day starts of the sessions in

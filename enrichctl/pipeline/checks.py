@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
+from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso, session_bar_grid
 from enrichctl.pipeline.calendar import SessionCalendar, ny_midnight_ms
 
 REVERT_MIN_MOVE = 0.08  # a print at least 8 % away from both neighbours ...
@@ -93,7 +93,8 @@ def _session_holes(series: Series, bars: Bars, calendar: SessionCalendar) -> lis
     present = np.unique(bars.ts)
     found = []
     for open_, close in zip(sessions.open.tolist(), sessions.close.tolist(), strict=True):
-        grid = np.arange(-(-open_ // tf) * tf, close, tf, dtype=np.int64)
+        start, count = session_bar_grid(open_, close, tf)
+        grid = np.arange(start, start + int(count) * tf, tf, dtype=np.int64)
         grid = grid[(grid >= present[0]) & (grid <= present[-1])]
         if not len(grid):
             continue

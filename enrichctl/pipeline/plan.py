@@ -37,6 +37,7 @@ class SeriesPlan:
     source: str = "series"  # "grouped": served by the run's grouped-daily responses
     action: str | None = None  # a corporate action (or a provider change) forces a full refetch
     provider_change: bool = False  # the stored bars came from another provider: replace them all
+    history_end: int | None = None  # where a full refetch ends: ``end`` before ``--until`` cut it
 
     def doc(self) -> dict:
         return {
@@ -132,7 +133,7 @@ async def plan_build(
         for tf in timeframes:
             series = Series(instrument.symbol, instrument.asset_class, tf)
             tasks.append(
-                await _series_plan(
+                await series_plan(
                     store, calendar, provider, settings, series, now=now, since=since,
                     full_refresh=full_refresh, fingerprint=indicator_fingerprint, until=until,
                     mismatched=(series.symbol, tf.value) in mismatched,
@@ -142,7 +143,7 @@ async def plan_build(
     return RunPlan(tuple(jobs))
 
 
-async def _series_plan(
+async def series_plan(
     store: Store,
     calendar: SessionCalendar,
     provider: Provider,
@@ -157,7 +158,9 @@ async def _series_plan(
     mismatched: bool = False,
 ) -> SeriesPlan:
     """``mismatched``: verify recorded stored values that differ (from the provider or from a
-    recompute); a full refetch repairs the series and clears what verify recorded."""
+    recompute); a full refetch repairs the series and clears what verify recorded. A full
+    refetch (another provider's bars, a repair) covers the whole series even in a backfill:
+    it ends at the last complete bar, not at ``until``, so nothing stored is dropped."""
     row = await store.series_get(series)
     watermark = row.watermark if row else None
     wanted_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
@@ -168,12 +171,13 @@ async def _series_plan(
     end = calendar.last_complete_bar_start(series, now)
     if end is None:
         end = now - series.timeframe.ms
+    history_end = end
     if until is not None:
         end = min(end, until)
     recompute = bool(row and row.bar_count and row.indicator_set != fingerprint)
     first = row.first_ts if row is not None else None
     action = None
-    if row is not None and watermark is not None and row.provider != provider.name and until is None:
+    if row is not None and watermark is not None and row.provider != provider.name:
         # Synthetic and real bars never share a series: another provider replaces it whole.
         action = f"stored bars came from {row.provider}, this run fetches from {provider.name}"
         full_refresh = True
@@ -188,6 +192,9 @@ async def _series_plan(
         if until is not None:  # a backfill asks exactly its range
             history_start = wanted_start
         mode, start = Mode.NEW, history_start
+    elif action is not None:
+        # Another provider's bars: replace the whole series, a backfill's range included.
+        mode, start, end = Mode.FULL, history_start, history_end
     elif until is not None or (full_refresh and since is not None and first is not None and since > first):
         # An explicit range (a backfill, or a refresh from --since on): refetch exactly it and
         # keep the stored bars outside it.
@@ -206,7 +213,8 @@ async def _series_plan(
     requests = provider.requests_needed(series, start, end) if start is not None else 0
     return SeriesPlan(series, mode, start, end, watermark, history_start, requests, recompute,
                       action=(action or repair) if mode is Mode.FULL else None,
-                      provider_change=action is not None and mode is Mode.FULL)
+                      provider_change=action is not None and mode is Mode.FULL,
+                      history_end=history_end)
 
 
 GROUPED_CLASSES = (AssetClass.STOCK, AssetClass.ETF)

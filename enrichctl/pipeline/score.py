@@ -8,10 +8,12 @@ for crypto; Sunday 17:00 to Friday 17:00 New York for forex), consistency falls 
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import numpy as np
 
-from enrichctl.domain import AssetClass, Series
+from enrichctl.domain import AssetClass, Series, session_bar_grid
 from enrichctl.pipeline.calendar import SessionCalendar, forex_weeks, ny_midnight_ms
+
 
 def expected_bars(series: Series, calendar: SessionCalendar, first: int, last: int) -> int:
     """Bars a complete ``series`` has with starts in [first, last]."""
@@ -22,13 +24,14 @@ def expected_bars(series: Series, calendar: SessionCalendar, first: int, last: i
         expected = calendar.expected_bar_starts(series, first, last)
         return 0 if expected is None else len(expected)
     if series.asset_class.trades_on_exchange_calendar:
-        # Bars starting inside the regular session (a half-day has fewer). The bar holding the
-        # opening half hour (09:00 for hourly bars) and extended hours are extra, not expected.
+        # The in-session bars (the one holding the open included; a half-day has fewer), as
+        # volatility annualises with them. Extended-hours bars are not expected, nor counted.
         sessions = calendar.sessions(ny_midnight_ms(first), last)
-        lo = np.maximum(sessions.open, first)
-        hi = np.minimum(sessions.close - 1, last)
-        counts = hi // tf.ms - (-(-lo // tf.ms)) + 1
-        return int(np.clip(counts, 0, None).sum())
+        start, count = session_bar_grid(sessions.open, sessions.close, tf.ms)
+        lo = np.maximum(start, -(-first // tf.ms) * tf.ms)
+        hi = np.minimum(start + (count - 1) * tf.ms, last)
+        counts = (hi - lo) // tf.ms + 1
+        return int(np.clip(counts, 0, None)[count > 0].sum())
     if series.asset_class is AssetClass.FOREX:
         return sum(_grid_points(a, b, tf.ms) for a, b in forex_weeks(first, last))
     return _grid_points(first, last, tf.ms)
@@ -36,6 +39,14 @@ def expected_bars(series: Series, calendar: SessionCalendar, first: int, last: i
 
 def expected_counter(series: Series, calendar: SessionCalendar) -> Callable[[int, int], int]:
     return lambda first, last: expected_bars(series, calendar, first, last)
+
+
+def session_counter(series: Series, calendar: SessionCalendar) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What completeness counts of the stored bars: the in-session ones of an intraday exchange
+    series (None: every bar)."""
+    if series.timeframe.is_intraday and series.asset_class.trades_on_exchange_calendar:
+        return lambda ts: calendar.in_session(series, ts)
+    return None
 
 
 def _grid_points(first: int, last: int, step: int) -> int:

@@ -18,7 +18,7 @@ from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import check_batch, check_stale, quality_score
-from enrichctl.pipeline.score import expected_counter
+from enrichctl.pipeline.score import expected_counter, session_counter
 from enrichctl.providers.reference import TickerState
 from enrichctl.providers.base import Provider
 from enrichctl.settings import QualitySettings
@@ -69,8 +69,10 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
     fetched_count = len(fetched)
     issues: list[QualityIssue] = []
     delisted_at: int | None = None
+    known_empty = False  # the provider knows the ticker but has no bar of it yet
     if plan.mode is Mode.NEW and not len(fetched):
         delisted_at = await _ticker_check(ctx, series, issues)
+        known_empty = delisted_at is None
     if plan.action is not None:
         issues.append(QualityIssue(
             IssueKind.READJUSTED, Severity.WARNING,
@@ -163,8 +165,8 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
     if stale is not None and plan.mode is Mode.INCREMENTAL and not len(new_bars):
         # Nothing new for a stale series: a delisted ticker is finished, not late.
         delisted_at = await _delisted_check(ctx, series)
-    if stale is not None and delisted_at is None:
-        issues.append(stale)
+    if stale is not None and delisted_at is None and not known_empty:
+        issues.append(stale)  # an empty known ticker has its warning already
     write = SeriesWrite(
         series=series,
         provider=ctx.provider.name,
@@ -179,6 +181,7 @@ async def series_update(ctx: TaskContext, plan: SeriesPlan) -> tuple[TaskOutcome
         batch_score=quality_score(len(new_bars), result.issues),
         requested_from=plan.history_start if replace else None,
         expected=expected_counter(series, ctx.calendar),
+        in_session=session_counter(series, ctx.calendar),
         delisted_at=delisted_at,
         full_fetched_at=ctx.now if replace else None,
     )
@@ -249,11 +252,24 @@ async def _refetch_covers(store: Store, series: Series, bars: Bars, watermark: i
         )
 
 
+# A ticker the reference data listed as active but without bars (a listing not trading yet) is
+# asked about again only this long after: its bars are asked every run anyway.
+KNOWN_TICKER_RECHECK_MS = 7 * 24 * 3_600_000
+
+
 async def _ticker_check(ctx: TaskContext, series: Series, issues: list[QualityIssue]) -> int | None:
     """A new series' first fetch returned no bar: ask the reference data once. Unknown: fail
-    (nothing is stored); delisted: keep it marked; known: a warning. Returns the delisting time."""
+    (nothing is stored); delisted: keep it marked; known: a warning, and the answer is kept a
+    week so that an empty series costs no lookup a night. Returns the delisting time."""
     state_of = getattr(ctx.provider, "ticker_state", None)
-    state = await state_of(series.symbol) if state_of is not None else TickerState.ACTIVE
+    key = f"reference:{ctx.provider.name}:ticker:{series.symbol}"
+    known = await ctx.store.control_get(key) if state_of is not None else None
+    if state_of is None or (known is not None and ctx.now - int(known["at"]) < KNOWN_TICKER_RECHECK_MS):
+        state = TickerState.ACTIVE
+    else:
+        state = await state_of(series.symbol)
+        if state is TickerState.ACTIVE:
+            await ctx.store.control_put(key, {"state": state.value, "at": ctx.now})
     if state is TickerState.UNKNOWN:
         raise UnknownTickerError(f"unknown to {ctx.provider.name}: {series.symbol}")
     if state is TickerState.INACTIVE:

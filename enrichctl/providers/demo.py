@@ -24,10 +24,10 @@ from datetime import datetime
 
 import numpy as np
 
-from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe, now_ms
+from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe, now_ms, session_bar_grid
 from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, day_start_ms
 from enrichctl.providers.base import RequestRecord, RequestSink
-from enrichctl.providers.reference import CorporateAction
+from enrichctl.providers.reference import CorporateAction, TickerState
 
 CHUNK_BARS = 50_000  # bars per simulated request, like Polygon's ``limit``
 REGULAR_SESSION_MS = 390 * 60_000  # 09:30-16:00 New York: one day's share of stock volume
@@ -218,6 +218,8 @@ class DemoProvider:
 
     name = "demo"
     synthetic = True
+    supports_grouped_daily = False
+    supports_reference = True  # its splits; every ticker exists (see ticker_state)
 
     def __init__(
         self,
@@ -265,6 +267,10 @@ class DemoProvider:
         """The splits executed from ``since`` (YYYY-MM-DD) up to the clock's today; no dividends."""
         today = datetime.fromtimestamp(self._clock() / 1000, NEW_YORK).strftime("%Y-%m-%d")
         return [a for a in self._splits if a.kind == kind and since <= a.ex_date <= today]
+
+    async def ticker_state(self, symbol: str) -> TickerState:
+        """Active: the demo synthesises a history for any ticker, so none is unknown or delisted."""
+        return TickerState.ACTIVE
 
     def _split_adjusted(self, series: Series, bars: Bars) -> Bars:
         """The synthetic path is the split-adjusted history. Before a split the bars traded at
@@ -348,17 +354,18 @@ class DemoProvider:
         return self._midnights(day_number - _weekday(day_number))
 
     def _intraday_exchange(self, tf: Timeframe, start_ms: int, end_ms: int) -> _Layout:
-        """Grid points with session open <= ts < session close (regular hours, early closes)."""
+        """The in-session bars (``session_bar_grid``: the bar holding the open, up to the close;
+        regular hours, early closes), as Polygon's adjusted aggregates have them."""
         s = self._calendar.sessions(start_ms - MS_PER_DAY, end_ms)
-        first = -(-s.open // tf.ms) * tf.ms
-        count = np.maximum(0, -(-(s.close - first) // tf.ms))
+        first, count = session_bar_grid(s.open, s.close, tf.ms)
         total = int(count.sum())
         index_in_session = np.arange(total, dtype=np.int64) - np.repeat(
             np.cumsum(count) - count, count
         )
         ts = np.repeat(first, count) + index_in_session * tf.ms
+        t_open = np.maximum(ts, np.repeat(s.open, count))  # the 09:00 bar trades from 09:30
         t_close = np.minimum(ts + tf.ms, np.repeat(s.close, count))
-        return _Layout(ts, ts, t_close, (t_close - ts) / REGULAR_SESSION_MS)
+        return _Layout(ts, t_open, t_close, (t_close - t_open) / REGULAR_SESSION_MS)
 
     def _intraday(
         self, asset_class: AssetClass, tf: Timeframe, start_ms: int, end_ms: int

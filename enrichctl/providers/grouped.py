@@ -22,6 +22,9 @@ class GroupedCache:
         self.inner = inner
         self.name = inner.name
         self.synthetic = inner.synthetic
+        # It answers bars only: the run asks reference data and grouped days of the inner one.
+        self.supports_grouped_daily = False
+        self.supports_reference = False
         self._bars = bars
         self._series = series
 

@@ -85,6 +85,8 @@ class PolygonProvider:
 
     name = NAME
     synthetic = False
+    supports_grouped_daily = True
+    supports_reference = True
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from enrichctl.errors import PermanentProviderError
 
@@ -39,8 +39,10 @@ class TickerState(StrEnum):
     UNKNOWN = "unknown"  # the provider has never heard of it
 
 
+@runtime_checkable
 class ReferenceSource(Protocol):
-    """What a provider offers beyond bars (optional: providers without it skip these checks)."""
+    """What a provider offers beyond bars when it declares ``supports_reference`` (providers
+    without it skip these checks)."""
 
     async def corporate_actions(self, kind: str, since: str) -> list[CorporateAction]: ...
 

@@ -1,23 +1,33 @@
 """Retry policy: up to ``max_retries`` more attempts after the first, full-jitter backoff.
 
-The loop is written here rather than with ``backoff.on_exception``: backoff's async retry sleeps
-with ``asyncio.sleep`` and jitters with the module-level ``random``, neither injectable, and it has
-no hook to let a server's ``Retry-After`` lengthen one delay. Here the clock's sleep and the RNG are
-injected, so tests run on a fake clock with a seeded RNG and never really sleep.
+The delays come from the ``backoff`` package's generators: ``backoff.expo`` gives the exponential
+ceilings (``initial_delay * multiplier**n``, capped at ``max_delay``) and full jitter draws each
+delay in [0, ceiling] (``backoff.full_jitter``, or the injected RNG). The loop itself is written
+here rather than with ``backoff.on_exception``: backoff's async retry sleeps with
+``asyncio.sleep``, which is not injectable, and has no hook to let a server's ``Retry-After``
+lengthen one delay. Here the clock's sleep and the RNG are injected, so tests run on a fake clock
+with a seeded RNG and never really sleep.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
+import itertools
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
+
+import backoff
 
 from enrichctl.errors import ProviderError
 from enrichctl.resilience.clock import Clock
 
 T = TypeVar("T")
+
+Jitter = Callable[[float], float]
+"""Draws one delay from [0, ceiling], as ``backoff.full_jitter`` does."""
 
 OnRetry = Callable[[int, float, BaseException], None]
 """Called before each backoff sleep with (number of the attempt that failed, delay s, its error)."""
@@ -53,6 +63,7 @@ class RetryPolicy:
         retry_after_cap: float = 300.0,
         rng: random.Random | None = None,
     ) -> None:
+        """``rng`` seeds the full jitter (tests); without it, ``backoff.full_jitter`` draws."""
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if initial_delay < 0 or max_delay < 0 or retry_after_cap < 0:
@@ -66,23 +77,33 @@ class RetryPolicy:
         self.max_delay = max_delay
         self.backoff_multiplier = backoff_multiplier
         self.retry_after_cap = retry_after_cap
-        self._rng = rng if rng is not None else random.Random()
+        self._jitter: Jitter = (
+            functools.partial(rng.uniform, 0.0) if rng is not None else backoff.full_jitter
+        )
         self._calls = 0
         self._attempts = 0
         self._retries = 0
         self._exhausted = 0
 
+    def ceilings(self) -> Iterator[float]:
+        """The upper bounds of the jittered delays, retry after retry: ``backoff.expo``."""
+        delays = backoff.expo(
+            base=self.backoff_multiplier, factor=self.initial_delay, max_value=self.max_delay
+        )
+        next(delays)  # backoff's generators start with a bare yield, for its own .send(None)
+        try:
+            yield from delays
+        except OverflowError:  # multiplier**n too big for a float before reaching the cap
+            pass
+        yield from itertools.repeat(self.max_delay if self.initial_delay > 0 else 0.0)
+
     def backoff_ceiling(self, retry_index: int) -> float:
         """Upper bound of the ``retry_index``-th (0-based) jittered delay, capped at max_delay."""
-        try:
-            raw = self.initial_delay * self.backoff_multiplier**retry_index
-        except OverflowError:
-            raw = math.inf
-        return min(self.max_delay, raw)
+        return next(itertools.islice(self.ceilings(), retry_index, None))
 
-    def delay_for(self, retry_index: int, error: BaseException) -> float:
+    def delay_for(self, ceiling: float, error: BaseException) -> float:
         """Full jitter in [0, ceiling]; the error's ``retry_after`` (capped) wins when longer."""
-        delay = self._rng.uniform(0.0, self.backoff_ceiling(retry_index))
+        delay = self._jitter(ceiling)
         retry_after = getattr(error, "retry_after", None)
         if isinstance(retry_after, int | float) and math.isfinite(retry_after) and retry_after > 0:
             delay = max(delay, min(float(retry_after), self.retry_after_cap))
@@ -96,6 +117,7 @@ class RetryPolicy:
         At most ``max_retries + 1`` attempts; cancellation, also during a backoff sleep, ends it.
         """
         self._calls += 1
+        ceilings = self.ceilings()
         attempt = 1
         while True:
             token = _ATTEMPT.set(attempt)
@@ -109,7 +131,7 @@ class RetryPolicy:
                     self._exhausted += 1
                     raise
                 error: BaseException = exc
-                delay = self.delay_for(attempt - 1, exc)
+                delay = self.delay_for(next(ceilings), exc)
             finally:
                 _ATTEMPT.reset(token)
             self._retries += 1

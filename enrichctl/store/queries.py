@@ -124,6 +124,12 @@ def bars_stats_sql() -> str:
     return "SELECT count(*), min(ts), max(ts) FROM bars WHERE symbol = ? AND timeframe = ?"
 
 
+def bars_ts_sql(bounded: bool) -> str:
+    """The bar starts of one series (symbol, timeframe[, first, last]), oldest first."""
+    where = " AND ts >= ? AND ts <= ?" if bounded else ""
+    return f"SELECT ts FROM bars WHERE symbol = ? AND timeframe = ?{where} ORDER BY ts"
+
+
 def job_update_claimed_sql(columns: tuple[str, ...]) -> str:
     """``job_update_claimed`` of ``columns``, then the job id and the worker."""
     sets = ", ".join(f"{c} = ?" for c in columns)

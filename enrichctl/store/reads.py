@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 
 from enrichctl.errors import ConfigError, NotFound, StoreError, TemporaryError
 from enrichctl.store import queries
+
 # The store's own reading of URLs and driver errors, so both say the same things.
 from enrichctl.store.repo import _public, _short, _unreachable, normalise_url
 from enrichctl.store.tables import INDICATOR_KEY, bars, indicators_table, quality_issues

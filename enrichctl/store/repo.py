@@ -104,6 +104,9 @@ class SeriesWrite:
     # Bars the asset class's calendar expects from the series' first bar to its last (None: no
     # grid to count on); with the stored count it gives the completeness the score multiplies.
     expected: Callable[[int, int], int] | None = None
+    # Which bar starts lie inside the calendar's sessions (None: every bar counts): completeness
+    # counts only those, so extended-hours bars cannot stand in for missing session bars.
+    in_session: Callable[[np.ndarray], np.ndarray] | None = None
     delisted_at: int | None = None  # the reference data marks the ticker inactive
     full_fetched_at: int | None = None  # market time of a fetch of every bar (a split after it matters)
 
@@ -453,6 +456,11 @@ class Store(Coordination, ReferenceStore):
                 await conn.execute(
                     queries.indicators_delete(self.indicators, s.symbol, s.timeframe.value)
                 )
+            # The stored bars the new ones may overwrite: the session count moves by the difference.
+            near = None
+            if write.in_session is not None and not write.replace and len(write.bars):
+                bounds = (int(write.bars.ts.min()), int(write.bars.ts.max()))
+                near = _ts_of(await self._driver(conn, queries.bars_ts_sql(True), (*key, *bounds)))
             await self._bulk_upsert(conn, "bars", BAR_ROW, bar_rows)
             await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + ind_names, ind_rows)
             if write.issues:
@@ -471,12 +479,34 @@ class Store(Coordination, ReferenceStore):
             else:
                 ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
             prev = None if previous is None or write.replace else row_to(SeriesRow, previous)
+            session = await self._session_count(conn, write, prev, key, near)
             columns, params = queries.row_values(
-                tables.series, _series_values(write, prev, int(count), first, last, now), every=True)
+                tables.series, _series_values(write, prev, int(count), first, last, now, session),
+                every=True)
             await self._driver(conn, queries.row_insert_sql(tables.series, columns, ("symbol", "timeframe")),
                                params)
             await self._task_and_requests(conn, task, requests or [], job)
         return len(bar_rows)
+
+    async def _session_count(
+        self, conn: AsyncConnection, write: SeriesWrite, prev: SeriesRow | None,
+        key: tuple[str, str], near: np.ndarray | None,
+    ) -> int | None:
+        """The series' stored bars inside sessions after ``write``: counted from the bars of a
+        replaced series, moved by the batch otherwise (``near``: the stored bars in the batch's
+        span before it), and counted once from the table when no count is stored yet."""
+        mask = write.in_session
+        if mask is None:
+            return None
+        if write.replace:
+            return int(np.count_nonzero(mask(write.bars.ts)))
+        if prev is not None and prev.session_bars is not None:
+            if near is None:
+                return prev.session_bars
+            merged = np.union1d(near, write.bars.ts)
+            return prev.session_bars - int(np.count_nonzero(mask(near))) + int(np.count_nonzero(mask(merged)))
+        stored = _ts_of(await self._driver(conn, queries.bars_ts_sql(False), key))
+        return int(np.count_nonzero(mask(stored)))
 
     async def task_record(
         self, task: dict[str, Any], requests: list[RequestRecord], job: JobEnd | None = None
@@ -742,11 +772,17 @@ def _indicator_rows(key: tuple[str, str], ts: np.ndarray, values: dict[str, np.n
     return list(zip(repeat(key[0]), repeat(key[1]), ts.tolist(), *map(nan_to_none, values.values())))
 
 
+def _ts_of(rows: list[tuple]) -> np.ndarray:
+    return np.fromiter((r[0] for r in rows), np.int64, len(rows))
+
+
 def _series_values(
-    write: SeriesWrite, prev: SeriesRow | None, count: int, first, last, now: int
+    write: SeriesWrite, prev: SeriesRow | None, count: int, first, last, now: int,
+    session: int | None = None,
 ) -> dict[str, Any]:
     """The new series row: counts from the table; the quality score is completeness (stored
-    over expected bars) times consistency, the bar-weighted average of every batch's score."""
+    bars, or only those inside sessions when ``session`` counts them, over the calendar's
+    expected bars) times consistency, the bar-weighted average of every batch's score."""
     s = write.series
     new_bars = len(write.bars)
     before = series_consistency(prev)
@@ -757,7 +793,8 @@ def _series_values(
         consistency = max(0.0, 1.0 - penalty / max(count, 1))
     completeness = prev.completeness if prev is not None else None
     if write.expected is not None and first is not None and last is not None:
-        completeness = min(1.0, count / max(write.expected(int(first), int(last)), 1))
+        counted = count if session is None else session
+        completeness = min(1.0, counted / max(write.expected(int(first), int(last)), 1))
     score = None if consistency is None else consistency * (1.0 if completeness is None else completeness)
     return {
         "symbol": s.symbol,
@@ -782,6 +819,7 @@ def _series_values(
         "delisted_at": write.delisted_at if write.delisted_at is not None
         else (prev.delisted_at if prev else None),
         "completeness": completeness,
+        "session_bars": session,
     }
 
 

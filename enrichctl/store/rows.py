@@ -77,6 +77,7 @@ class SeriesRow:
     full_fetched_at: int | None = None
     delisted_at: int | None = None
     completeness: float | None = None
+    session_bars: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,8 @@ series = sa.Table(
     sa.Column("full_fetched_at", sa.BigInteger),  # the last time every bar was fetched anew
     sa.Column("delisted_at", sa.BigInteger),  # the reference data marks the ticker inactive
     sa.Column("completeness", sa.Float(53)),  # stored bars / the calendar's expected bars
+    # Stored bars inside the calendar's sessions (intraday exchange series; NULL: not counted)
+    sa.Column("session_bars", sa.BigInteger),
 )
 
 corporate_actions = sa.Table(

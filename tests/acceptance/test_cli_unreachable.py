@@ -10,8 +10,6 @@ import json
 import socket
 import time
 
-import pytest
-
 from .workspace import AS_OF, Workspace
 
 API_KEY = "unreachable-test-key-5f2c"

@@ -9,8 +9,8 @@ by ``execution_date.gte`` / ``ex_dividend_date.gte``, paginated with ``next_url`
 otherwise) and a range holding more is cut short without a ``next_url`` — which is why clients
 must chunk long intraday ranges. Faults on demand: a per-window request budget (a sliding window)
 answered with 429, with or without ``Retry-After``, scripted statuses (5xx bursts, 403, 404...), slow answers, garbled or cut
-bodies, refused keys (``NOT_AUTHORIZED``/``message`` or ``ERROR``/``error``), and re-adjusted
-history. Every request is recorded (path, query string, headers, status) for assertions.
+bodies, refused keys (``NOT_AUTHORIZED``/``message`` or ``ERROR``/``error``), re-adjusted
+history, and bad data: gaps, one-bar prints that revert, frozen prices. Every request is recorded (path, query string, headers, status) for assertions.
 
     async with FakePolygon(api_key="k") as fake:
         fake.hold(series, bars)
@@ -196,7 +196,7 @@ class FakePolygon:
             b = entry.bars
             before = b.ts < cut
 
-            def adjust(x: np.ndarray, by: float) -> np.ndarray:
+            def adjust(x: np.ndarray, by: float, before: np.ndarray = before) -> np.ndarray:
                 return np.where(before, np.round(x * by, 4), x)
 
             self.hold(entry.series, Bars(
@@ -205,6 +205,35 @@ class FakePolygon:
             ))
         self.splits.append({"execution_date": day, "split_from": split_from, "split_to": split_to,
                             "ticker": symbol})
+
+    def gap(self, series: Series, start_ms: int, end_ms: int) -> int:
+        """Lose the held bars of ``series`` starting in [start_ms, end_ms]; returns how many."""
+        b = self.held(series)
+        keep = (b.ts < start_ms) | (b.ts > end_ms)
+        self.hold(series, b.take(keep))
+        return int(np.count_nonzero(~keep))
+
+    def bad_print(self, series: Series, ts: int, move: float = 0.12) -> None:
+        """The bar of ``series`` at ``ts`` closes ``move`` away (its high or low stretched to
+        hold it); the next bar is as it was, so the print reverts."""
+        b = self.held(series)
+        i = int(np.flatnonzero(b.ts == ts)[0])
+        close, high, low = b.close.copy(), b.high.copy(), b.low.copy()
+        close[i] = round(close[i] * (1 + move), 4)
+        high[i], low[i] = max(high[i], close[i]), min(low[i], close[i])
+        self.hold(series, Bars(b.ts, b.open, high, low, close, b.volume, b.vwap, b.trades))
+
+    def freeze(self, series: Series, ts: int, count: int) -> None:
+        """``count`` bars of ``series`` from ``ts`` on print the first one's close as open, high,
+        low, close and vwap, while their volume goes on: a stuck feed."""
+        b = self.held(series)
+        i = int(np.flatnonzero(b.ts == ts)[0])
+        span = slice(i, i + count)
+        cols = [x.copy() for x in (b.open, b.high, b.low, b.close, b.vwap)]
+        for x in cols:
+            x[span] = b.close[i]
+        o, h, lo, c, vw = cols
+        self.hold(series, Bars(b.ts, o, h, lo, c, b.volume, vw, b.trades))
 
     def canned(self, ticker: str, *pages: dict[str, Any]) -> None:
         """Answer custom-bar requests for ``ticker`` with these bodies in turn (the last repeats)."""

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from enrichctl import service, web
+from enrichctl import service
+from enrichctl.web import server as web
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

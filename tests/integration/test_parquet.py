@@ -20,7 +20,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import pytest
 
 from enrichctl import exports_parquet, service
 from enrichctl.domain import MS_PER_DAY, Timeframe

@@ -118,3 +118,39 @@ async def test_a_symbol_missing_from_a_grouped_day_is_fetched_on_its_own(fake, d
     # It did not lose Tuesday, and nothing else was flagged.
     assert tuesday in db.bars(SERIES[0]).ts.tolist()
     assert db.scalar("SELECT count(*) FROM quality_issues") == 0
+
+
+async def test_a_readjustment_no_split_explains_sends_that_symbol_to_its_own_refetch(fake, db):
+    """The overlap re-read on the grouped path finds S03's history re-adjusted, with no split
+    listed (the reference data lags): S03 is refetched whole on its own in the same run, its job
+    succeeds, and every other symbol stays on the grouped answers."""
+    settings = settings_for(fake, db.url)
+    await hold_market(fake, AS_OF)
+    assert service.exit_code_of(await service.run(settings, service.RunOptions(as_of=AS_OF))) == EXIT_OK
+    await hold_market(fake, LATER)
+    fake.split("S03", "2025-06-03", 2)
+    fake.splits.clear()  # not listed yet
+    before = len(fake.requests)
+
+    second = await service.run(settings, service.RunOptions(as_of=LATER))
+
+    assert service.exit_code_of(second) == EXIT_OK, second.doc()
+    assert all(j.status.value == "succeeded" for j in second.jobs)
+    plan = {t.series.symbol: t.source for t in second.plan.tasks}
+    assert set(plan.values()) == {"grouped"}
+    paths = [r.path for r in fake.requests[before:]]
+    own = [p for p in paths if p.startswith("/v2/aggs/ticker/")]
+    assert own != [] and all(p.startswith("/v2/aggs/ticker/S03/") for p in own), own
+    job = next(j for j in second.jobs if j.symbol == "S03")
+    assert job.readjusted == 1
+    assert "history re-adjusted" in db.scalar(
+        "SELECT detail FROM quality_issues WHERE symbol = 'S03' AND kind = 'readjusted'")
+    for series in SERIES:
+        held = fake.held(series)
+        got = db.bars(series)
+        want = held.take(held.ts >= got.ts[0])
+        for name in BAR_FIELDS:
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=f"{series} {name}")
+    # Fetched whole: the next run plans S03 like every other series.
+    again = await service.run(settings, service.RunOptions(as_of=LATER, dry_run=True))
+    assert {t.mode.value for t in again.plan.tasks} == {"up_to_date"}

@@ -14,10 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from fake_polygon import FakePolygon
 from test_trust import AS_OF, KEY, assert_store_equals_fresh_fetch, hold, settings_for
 
-from enrichctl import service, web
+from enrichctl import service
 from enrichctl.domain import AssetClass, Series, Timeframe, ms_to_iso
 from enrichctl.errors import EXIT_OK
 from enrichctl.verify import VerifyOptions, verify
+from enrichctl.web import server as web
 
 S00 = Series("S00", AssetClass.STOCK, Timeframe.D1)
 AGAINST = VerifyOptions(against_provider=True)

@@ -25,11 +25,12 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from enrichctl import service, web
+from enrichctl import service
 from enrichctl.errors import ConfigError, NotFound
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
-from enrichctl.webcache import Rendered, SharedBuilds
+from enrichctl.web import server as web
+from enrichctl.web.cache import Rendered, SharedBuilds
 
 API = "/api/v1/enrichment"
 TOKEN = "s3cret-token-for-tests"

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from enrichctl import service, web
+from enrichctl import service
 from enrichctl.domain import AssetClass, Series, Timeframe, ms_to_iso
 from enrichctl.settings import Settings
+from enrichctl.web import server as web
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from enrichctl import systemd, web, webconn
+from enrichctl import systemd
 from enrichctl.settings import Settings
+from enrichctl.web import connections as webconn
+from enrichctl.web import server as web
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

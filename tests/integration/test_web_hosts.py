@@ -16,9 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
-from enrichctl import openapi, web
 from enrichctl.settings import Settings
-from enrichctl.webhosts import HostPolicy, host_without_port
+from enrichctl.web import openapi
+from enrichctl.web import server as web
+from enrichctl.web.hosts import HostPolicy, host_without_port
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

@@ -18,8 +18,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from enrichctl import openapi, service, web, webpage
+from enrichctl import service
 from enrichctl.settings import Settings
+from enrichctl.web import openapi
+from enrichctl.web import page as webpage
+from enrichctl.web import server as web
 
 TOKEN = "openapi-test-token"
 SYMBOLS = ["AAPL", "MSFT"]

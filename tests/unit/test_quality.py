@@ -171,8 +171,12 @@ def test_intraday_stock_gap_is_a_session_day_without_bars(calendar):
     sparse_day[np.flatnonzero(sparse_day)[0]] = False  # one bar left on 07-10 is enough
     keep = ~day_of("2024-07-09") & ~sparse_day
     result = check(AAPL_H1, make_bars(ts[keep]), calendar)
-    assert [i.detail for i in result.issues] == ["1 session day missing: 2024-07-09"]
-    assert result.issues[0].ts == ny_day(calendar, "2024-07-09")
+    gaps = [i for i in result.issues if i.kind is IssueKind.GAP]
+    assert [i.detail for i in gaps] == ["1 session day missing: 2024-07-09"]
+    assert gaps[0].ts == ny_day(calendar, "2024-07-09")
+    # The day with only its opening bar is not missing, but the rest of its session is.
+    assert [i.detail for i in result.issues if i.kind is IssueKind.INTRADAY_HOLE] == [
+        "6 bars missing inside the session from 2024-07-10T14:00:00Z to 2024-07-10T19:00:00Z"]
 
 
 def test_crypto_intraday_gap_groups_consecutive_missing_hours(calendar):
@@ -491,3 +495,65 @@ def test_ten_years_of_daily_bars_are_checked_in_milliseconds(calendar):
         check(AAPL_D1, bars, calendar, context=context)
         timings.append(time.perf_counter() - t0)
     assert min(timings) < 0.02  # measured ~1 ms; generous for a shared 2-core box
+
+
+# --- neighbours: frozen prices, holes inside a session; forex intraday gaps ---------------------
+
+EURUSD_H1 = Series("C:EURUSD", AssetClass.FOREX, Timeframe.H1)
+
+
+def frozen_at(bars: Bars, first: int, length: int, volume: float | None = None) -> Bars:
+    """``bars`` with ``length`` bars from index ``first`` all printing the same OHLC."""
+    o, h, lo, c, v = (x.copy() for x in (bars.open, bars.high, bars.low, bars.close, bars.volume))
+    span = slice(first, first + length)
+    for x in (o, h, lo, c):
+        x[span] = c[first]
+    if volume is not None:
+        v[span] = volume
+    return Bars.from_columns(bars.ts, o, h, lo, c, v, np.clip(bars.vwap, lo, h), bars.trades)
+
+
+def test_a_frozen_price_while_volume_trades_is_flagged_once(calendar):
+    start = utc_date_ms("2024-07-08")
+    bars = make_bars(np.arange(start, start + 2 * MS_PER_DAY, HOUR))
+    result = check(BTC_H1, frozen_at(bars, 10, 6), calendar)
+    frozen = of_kind(result, IssueKind.FROZEN)
+    assert [i.detail for i in frozen] == [
+        f"6 identical bars from 2024-07-08T10:00:00Z at {bars.close[10]:g} while volume trades"]
+    assert frozen[0].ts == start + 10 * HOUR and frozen[0].severity is Severity.WARNING
+
+
+def test_identical_bars_without_volume_or_too_few_are_not_frozen(calendar):
+    start = utc_date_ms("2024-07-08")
+    bars = make_bars(np.arange(start, start + 2 * MS_PER_DAY, HOUR))
+    assert of_kind(check(BTC_H1, frozen_at(bars, 10, 4), calendar), IssueKind.FROZEN) == []
+    # A quiet market prints the same price with no trades: not a frozen feed.
+    assert of_kind(check(BTC_H1, frozen_at(bars, 10, 8, volume=0.0), calendar), IssueKind.FROZEN) == []
+
+
+def test_hours_missing_inside_a_session_are_a_hole_one_is_not(calendar):
+    ts = hourly_stock_bars(calendar, "2024-07-08", "2024-07-12")
+    tuesday = ny_day(calendar, "2024-07-09")
+    day = np.flatnonzero((ts >= tuesday) & (ts < tuesday + MS_PER_DAY))
+    assert len(day) == 7  # 09:00 .. 15:00 New York
+    four = np.delete(ts, day[1:5])  # 10:00 to 13:00 gone
+    holes = of_kind(check(AAPL_H1, make_bars(four), calendar), IssueKind.INTRADAY_HOLE)
+    assert [i.detail for i in holes] == [
+        "4 bars missing inside the session from 2024-07-09T14:00:00Z to 2024-07-09T17:00:00Z"]
+    assert holes[0].ts == int(ts[day[1]])
+    one = np.delete(ts, day[3])
+    assert of_kind(check(AAPL_H1, make_bars(one), calendar), IssueKind.INTRADAY_HOLE) == []
+    # Nothing missing between sessions: the night and the weekend are no hole.
+    assert check(AAPL_H1, make_bars(ts), calendar).issues == []
+
+
+def test_forex_intraday_gaps_follow_the_sunday_to_friday_week(calendar):
+    sunday = utc_date_ms("2024-07-07")
+    grid = calendar.expected_bar_starts(EURUSD_H1, sunday, sunday + 13 * MS_PER_DAY)
+    assert grid is not None and len(grid) == 2 * 5 * 24  # two weeks, Sunday 17:00 to Friday 17:00
+    # The weekend between the two weeks is not a gap.
+    assert check(EURUSD_H1, make_bars(grid), calendar).issues == []
+    tuesday = int(np.flatnonzero(grid == utc_date_ms("2024-07-09") + 12 * HOUR)[0])
+    result = check(EURUSD_H1, make_bars(np.delete(grid, range(tuesday, tuesday + 4))), calendar)
+    assert [i.detail for i in of_kind(result, IssueKind.GAP)] == [
+        "4 bars missing from 2024-07-09T12:00:00Z to 2024-07-09T15:00:00Z"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
+import backoff
 import pytest
 from fakeclock import FakeClock
 
@@ -141,3 +143,44 @@ async def test_cancelling_during_the_backoff_sleep_stops_at_once() -> None:
     await clock.advance(3600.0)
     assert fn.attempts == [1]
     assert clock.sleeping == 0
+
+
+def expo_ceilings(n: int, *, initial: float, multiplier: float, cap: float) -> list[float]:
+    gen = backoff.expo(base=multiplier, factor=initial, max_value=cap)
+    next(gen)
+    return [next(gen) for _ in range(n)]
+
+
+async def test_the_ceilings_are_backoffs_exponential_schedule_and_restart_with_each_call() -> None:
+    clock = FakeClock()
+    retry = policy(clock, max_retries=8, initial_delay=0.25, max_delay=5.0, backoff_multiplier=3.0,
+                   rng=random.Random(5))
+    expected = expo_ceilings(8, initial=0.25, multiplier=3.0, cap=5.0)
+    assert list(itertools.islice(retry.ceilings(), 8)) == expected
+    for _ in range(2):  # a second call starts again from the first, shortest delay
+        clock.sleeps.clear()
+        with pytest.raises(RetryableProviderError):
+            await retry.call(Flaky(*[unavailable() for _ in range(9)]))
+        assert len(clock.sleeps) == 8
+        assert all(0.0 <= d <= c for d, c in zip(clock.sleeps, expected, strict=True))
+
+
+async def test_without_an_rng_the_jitter_is_backoffs_full_jitter() -> None:
+    clock = FakeClock()
+    retry = RetryPolicy("polygon", clock, max_retries=3, initial_delay=1.0, max_delay=8.0)
+    state = random.getstate()
+    try:
+        random.seed(11)  # backoff.full_jitter draws from the module-level generator
+        with pytest.raises(RetryableProviderError):
+            await retry.call(Flaky(*[unavailable() for _ in range(4)]))
+        random.seed(11)
+        expected = [backoff.full_jitter(c) for c in (1.0, 2.0, 4.0)]
+    finally:
+        random.setstate(state)
+    assert clock.sleeps == expected
+
+
+def test_a_zero_initial_delay_never_waits_even_after_many_retries() -> None:
+    retry = policy(FakeClock(), initial_delay=0.0, max_delay=60.0)
+    assert retry.backoff_ceiling(0) == 0.0
+    assert retry.backoff_ceiling(5000) == 0.0

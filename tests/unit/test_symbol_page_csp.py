@@ -7,7 +7,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from enrichctl import webpage
+from enrichctl.web import page as webpage
 
 VENDOR = Path(webpage.__file__).parent / "static" / "vendor"
 

@@ -11,7 +11,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from enrichctl.webparams import symbol_param
+from enrichctl.web.params import symbol_param
 
 STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "symbol.js": "text/javascript",
                 "symbol.css": "text/css",
@@ -26,7 +26,7 @@ SYMBOL_PAGE_CSP = PAGE_CSP.replace("style-src 'self'", f"style-src 'self' {CHART
 
 
 def _static(name: str) -> bytes:
-    return (resources.files("enrichctl") / "static" / name).read_bytes()
+    return (resources.files("enrichctl.web") / "static" / name).read_bytes()
 
 
 def page_routes() -> list[web.RouteDef]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enrichctl import dashboard, openapi, prom, seriesbars, service
+from enrichctl import dashboard, prom, seriesbars, service
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -31,11 +31,12 @@ from enrichctl.errors import (
 from enrichctl.logs import get_logger, log_event
 from enrichctl.providers.base import provider_check
 from enrichctl.settings import Settings
-from enrichctl.webcache import Rendered, SharedBuilds
-from enrichctl.webconn import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
-from enrichctl.webhosts import HostPolicy, host_is_loopback
-from enrichctl.webpage import page_routes
-from enrichctl.webparams import (
+from enrichctl.web import openapi
+from enrichctl.web.cache import Rendered, SharedBuilds
+from enrichctl.web.connections import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
+from enrichctl.web.hosts import HostPolicy, host_is_loopback
+from enrichctl.web.page import page_routes
+from enrichctl.web.params import (
     history_limit,
     pause_reason,
     query_check,
@@ -45,7 +46,7 @@ from enrichctl.webparams import (
 
 log = get_logger("web")
 
-API = "/api/v1/enrichment"
+API = openapi.API  # one prefix: the routes here and the paths the description names
 CLIENT_MAX_SIZE = 64 * 1024  # request bodies: a pause reason is the largest thing we accept
 
 

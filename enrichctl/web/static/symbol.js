@@ -236,6 +236,12 @@ function indicatorsOffer(names) {
   }));
 }
 
+function freshnessCell(s) {
+  // A delisted ticker is finished, not stale: it says so instead.
+  const state = s.delisted ? "delisted" : (s.stale ? "stale" : "fresh");
+  return el("td", state, { "data-status": state });
+}
+
 function tablesShow(job) {
   document.getElementById("title").textContent = job.symbol;
   const status = document.getElementById("status");
@@ -245,9 +251,13 @@ function tablesShow(job) {
   document.querySelector("#series tbody").replaceChildren(...job.series.map((s) => row([
     `${job.symbol}/${s.timeframe}`, when(s.first_bar), when(s.last_bar), s.bars.toLocaleString(),
     s.quality_score === null ? "—" : s.quality_score.toFixed(3), s.issues,
-    el("td", s.stale ? "stale" : "fresh", { "data-status": s.stale ? "stale" : "fresh" }),
+    freshnessCell(s),
     `${s.provider}${s.synthetic ? " (synthetic)" : ""}`, s.last_error || "",
   ])));
+  document.querySelector("#actions tbody").replaceChildren(...(job.corporate_actions || []).map((a) => row([
+    a.ex_date, a.kind, a.description,
+  ])));
+  document.getElementById("adjustment").textContent = job.adjustment || "";
   document.querySelector("#jobs tbody").replaceChildren(...job.recent_jobs.map((j) => row([
     j.run_id, el("td", j.status, { "data-status": j.status }), j.attempts, when(j.started_at),
     j.duration_ms === null ? "—" : `${(j.duration_ms / 1000).toFixed(1)} s`,

@@ -2,7 +2,7 @@
 
 Kept true by ``tests/integration/test_web_openapi.py``, which fuzzes the live app against it.
 Document schemas name the fields clients rely on and allow more, so a field added in
-``dashboard.py`` does not make the description false. Bounds come from ``webparams``.
+``dashboard.py`` does not make the description false. Bounds come from ``web.params``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from enrichctl.domain import AssetClass, RunStatus, Timeframe
 from enrichctl.seriesbars import LIMIT_DEFAULT, LIMIT_MAX, POINTS_MIN
-from enrichctl.webparams import (
+from enrichctl.web.params import (
     HISTORY_DEFAULT,
     HISTORY_MAX,
     REASON_MAX,
@@ -19,7 +19,7 @@ from enrichctl.webparams import (
     TRIGGER_MAX_SYMBOLS,
 )
 
-API = "/api/v1/enrichment"
+API = "/api/v1/enrichment"  # every JSON endpoint is under it (server.py routes from this)
 JSON = "application/json"
 
 
@@ -55,12 +55,13 @@ SERIES = _obj({
     "timeframe": STR, "first_bar": N_INSTANT, "last_bar": N_INSTANT, "bars": COUNT,
     "last_success": N_INSTANT, "last_attempt": N_INSTANT, "last_error": N_STR,
     "quality_score": N_NUM, "issues": COUNT, "stale": BOOL, "provider": STR, "synthetic": BOOL,
+    "delisted": BOOL, "delisted_at": N_INSTANT,
 })
 SYMBOL_FIELDS = {
     "symbol": STR, "asset_class": {"enum": [a.value for a in AssetClass]}, "status": STR,
     "last_bar": N_INSTANT, "last_success": N_INSTANT, "attempts": COUNT, "last_error": N_STR,
-    "quality_score": N_NUM, "stale": BOOL, "last_run_id": N_INT, "provider": N_STR, "synthetic": BOOL,
-    "series": {"type": "array", "items": _ref("Series")},
+    "quality_score": N_NUM, "stale": BOOL, "delisted": BOOL, "last_run_id": N_INT, "provider": N_STR,
+    "synthetic": BOOL, "series": {"type": "array", "items": _ref("Series")},
 }
 SCHEDULER = _obj({"paused": BOOL, "paused_reason": N_STR, "paused_by": N_STR, "paused_since": N_STR})
 OVERVIEW = _obj({
@@ -82,7 +83,11 @@ ISSUE = _obj({"timeframe": STR, "kind": STR, "severity": {"enum": ["warning", "e
               "at": N_INSTANT, "detail": STR, "run_id": N_INT, "recorded_at": INSTANT})
 JOB_STATUS = _obj({**SYMBOL_FIELDS, "generated_at": INSTANT,
                    "recent_jobs": {"type": "array", "items": _ref("Job")},
-                   "recent_issues": {"type": "array", "items": _ref("Issue")}})
+                   "recent_issues": {"type": "array", "items": _ref("Issue")},
+                   "corporate_actions": {"type": "array", "items": _ref("CorporateAction")},
+                   "adjustment": STR})
+ACTION = _obj({"kind": {"enum": ["split", "dividend"]}, "ex_date": {"type": "string", "format": "date"},
+               "ratio": N_NUM, "amount": N_NUM, "description": STR})
 HISTORY = _obj({"limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX}, "count": COUNT,
                 "runs": {"type": "array", "items": _ref("Run")}})
 RATE = _nullable({"type": "number", "minimum": 0, "maximum": 1})
@@ -125,7 +130,7 @@ BARS = _obj({
 SCHEMAS = {
     "Run": RUN, "Series": SERIES, "Symbol": _obj(SYMBOL_FIELDS), "Scheduler": SCHEDULER,
     "Overview": OVERVIEW, "Health": HEALTH, "Job": JOB, "Issue": ISSUE, "JobStatus": JOB_STATUS,
-    "History": HISTORY, "Metrics": METRICS, "Error": ERROR, "Paused": PAUSED, "Resumed": RESUMED,
+    "CorporateAction": ACTION, "History": HISTORY, "Metrics": METRICS, "Error": ERROR, "Paused": PAUSED, "Resumed": RESUMED,
     "TriggerAccepted": ACCEPTED, "Bar": BAR, "Bars": BARS,
 }
 
