@@ -18,7 +18,7 @@ from enrichctl.settings import Settings
 from enrichctl.staleness import schedule_reference
 from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
-from enrichctl.store.rows import IssueRow, JobRow, RunRow, SeriesRow
+from enrichctl.store.rows import IssueRow, JobRow, QuotaRow, RunRow, SeriesRow
 
 METRICS_WINDOW_HOURS = 24
 GAP_KINDS = {IssueKind.GAP.value}
@@ -161,7 +161,7 @@ async def overview(
     runs = await store.runs_recent(20)
     active = next((r for r in runs if r.status == "running"), None)
     finished = next((r for r in runs if r.status != "running"), None)
-    resilience = next((json.loads(r.resilience) for r in runs if r.resilience), None)
+    resilience = _last_resilience(runs)
     return {
         "generated_at": ms_to_iso(now),
         "scheduler": await _scheduler(store, settings, now, next_run),
@@ -330,7 +330,6 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
     for kind, _sev, n in raw["issues"]:
         by_kind[kind] = by_kind.get(kind, 0) + n
-    quota, quota_basis = await _quota(store, settings, now)
     provenance = _provenance(await store.series_list())
     checked = raw["bars_fetched"]
     return {
@@ -344,8 +343,7 @@ async def metrics(store: Store, settings: Settings, now: int) -> dict[str, Any]:
             "avg_response_time_ms": _round(raw["avg_latency_ms"], 2),
             "records_fetched": raw["bars_fetched"],
             "records_inserted": raw["bars_written"],
-            "api_quota_remaining": quota,
-            "api_quota_basis": quota_basis,
+            **await _quota(store, settings, since, now),
         },
         "compute_pipeline": {
             "total_computations": raw["computations"],
@@ -375,17 +373,49 @@ def _provenance(rows: list[SeriesRow]) -> dict[str, Any]:
             "synthetic_series": sum(bool(r.synthetic) for r in rows)}
 
 
-async def _quota(store: Store, settings: Settings, now: int) -> tuple[int | None, str]:
-    """What is left of the provider's per-minute budget right now, as far as we can know it:
-    Polygon publishes no quota header, so it is the plan's limit minus our own requests in the
-    last rolling minute."""
+async def _quota(store: Store, settings: Settings, since: int, now: int) -> dict[str, Any]:
+    """The provider's quota as far as we can know it, and when the provider refused it."""
     if settings.provider != "polygon":
-        return None, f"provider {settings.provider} has no quota"
-    limit = settings.polygon.requests_per_minute
+        return {"api_quota_remaining": None, "api_quota_basis": f"provider {settings.provider} has no quota",
+                "api_quota_limit": None, "api_quota_effective_rate": None, "api_quota_refused": 0,
+                "api_quota_last_refused_at": None}
+    polygon = settings.polygon
+    quota = await store.requests_quota(since, now - int(polygon.rate_window_seconds * 1000), "polygon")
+    snapshot = _last_resilience(await store.runs_recent(20)) or {}
+    limiter = (snapshot.get("rate_limiters") or {}).get("polygon") or {}
+    effective = limiter.get("effective_rate")
+    remaining, basis = _quota_left(polygon.requests_per_minute, polygon.rate_window_seconds, effective, quota)
+    return {
+        "api_quota_remaining": remaining,
+        "api_quota_basis": basis,
+        "api_quota_limit": polygon.requests_per_minute or None,
+        # What the last run's limiter settled on: below the limit, the provider allows less.
+        "api_quota_effective_rate": effective,
+        "api_quota_refused": quota.refused,
+        "api_quota_last_refused_at": ms_to_iso(quota.last_refused_at),
+    }
+
+
+def _quota_left(limit: int, window_s: float, effective: int | None, quota: QuotaRow) -> tuple[int | None, str]:
+    """Polygon publishes no quota header: what is left is the plan's limit (or the lower rate the
+    last run settled on after 429s) minus our own requests in the last rolling window, and
+    nothing while the provider refuses, whatever our own count says."""
+    window = "minute" if window_s == 60 else f"{window_s:g} s"
+    if quota.window_refused:
+        return 0, f"the provider refused {quota.window_refused} requests (HTTP 429) in the last rolling {window}"
     if limit == 0:
         return None, "unlimited plan (polygon.requests_per_minute = 0)"
-    used = await store.requests_count_since(now - 60_000, "polygon")
-    return max(limit - used, 0), f"{limit} per rolling minute minus our requests in the last 60 s"
+    minus = f"minus our requests in the last rolling {window}"
+    if effective is not None and effective < limit:
+        return (max(effective - quota.window_requests, 0),
+                f"{effective} per rolling {window}, the rate the last run settled on after the provider "
+                f"refused ({limit} configured), {minus}")
+    return max(limit - quota.window_requests, 0), f"{limit} per rolling {window} {minus}"
+
+
+def _last_resilience(runs: list[RunRow]) -> dict[str, Any] | None:
+    """The newest stored resilience snapshot: the live components died with their run."""
+    return next((json.loads(r.resilience) for r in runs if r.resilience), None)
 
 
 def _ratio(part: int, whole: int) -> float | None:

@@ -150,10 +150,37 @@ def _resilience(snapshot: dict[str, Any] | None) -> Iterator[Metric]:
     yield _gauge("enrichctl_rate_limiter_paused_seconds",
                  "How long each limiter was paused by a 429, at the end of the last run.", ("limiter",),
                  {(name,): lim.get("paused_for", 0.0) for name, lim in sorted(limiters.items())})
+    yield from _refusals(limiters)
     if snapshot and snapshot.get("at") is not None:
         yield _gauge("enrichctl_resilience_snapshot_timestamp_seconds",
                      "When the resilience snapshot above was taken (Unix time).", (),
                      {(): float(snapshot["at"])})
+
+
+def _refusals(limiters: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """What the provider's 429s taught each limiter in the last run: an effective rate below the
+    configured one means the plan allows less than configured."""
+    limited = {name: lim for name, lim in sorted(limiters.items()) if not lim.get("unlimited")}
+    yield _gauge("enrichctl_rate_limiter_rate", "Requests per window each limiter was configured for "
+                 "(polygon.requests_per_minute); absent when unlimited.", ("limiter",),
+                 {(name,): lim["rate"] for name, lim in limited.items() if "rate" in lim})
+    yield _gauge("enrichctl_rate_limiter_window_seconds", "The rolling window each limiter counts over.",
+                 ("limiter",), {(name,): lim["interval"] for name, lim in limited.items() if "interval" in lim})
+    yield _gauge("enrichctl_rate_limiter_effective_rate",
+                 "Requests per window each limiter admitted at the end of the last run: lowered by 429s "
+                 "without Retry-After to what the provider accepted, at most the configured rate.",
+                 ("limiter",), {(name,): lim["effective_rate"] for name, lim in limited.items()
+                                if lim.get("effective_rate") is not None})
+    yield _gauge("enrichctl_rate_limiter_refused", "Requests the provider refused (HTTP 429) during the last run.",
+                 ("limiter",), {(name,): lim.get("refused", 0) for name, lim in sorted(limiters.items())})
+    yield _gauge("enrichctl_rate_limiter_refused_without_retry_after",
+                 "Of those, refusals that did not say when to retry (no Retry-After): the provider "
+                 "allows less than configured.", ("limiter",),
+                 {(name,): lim.get("refused_without_retry_after", 0) for name, lim in sorted(limiters.items())})
+    yield _gauge("enrichctl_rate_limiter_last_refused_timestamp_seconds",
+                 "When the provider last refused a request of the last run (Unix time); absent if never.",
+                 ("limiter",), {(name,): lim["last_refused_at"] for name, lim in sorted(limiters.items())
+                                if lim.get("last_refused_at") is not None})
 
 
 def _series(snap: Snapshot) -> Iterator[Metric]:

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from enrichctl.domain import printable
+from enrichctl.domain import ms_to_iso, printable
 from enrichctl.logs import log_event
 from enrichctl.tablefit import Col, bar_time, fitted, seconds, when
 
@@ -234,6 +234,7 @@ def overview(doc: dict[str, Any]) -> None:
     if last:
         out.print(f"last run {last['run_id']} ({last['trigger']}) {_status(last['status'])} "
                   f"at {when(last['started_at'])}, {last['bars_written']} bars written")
+    _limiter_refused(doc.get("resilience"))
     if doc["active_run"]:
         out.print(f"[cyan]run {doc['active_run']['run_id']} is running[/]")
     if len(doc.get("workers", [])) > 1 or any(w["active"] for w in doc.get("workers", [])):
@@ -332,12 +333,41 @@ def metrics(doc: dict[str, Any]) -> None:
         for key, value in doc[section].items():
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
-            table.add_row(key, _v(value))
+            table.add_row(key, when(value) if key.endswith("_at") else _v(value))
         out.print(table)
+    _quota_refused(doc["fetch_pipeline"], doc["window_hours"])
     quality = doc["data_quality"]
     if quality.get("synthetic_series"):
         out.print(f"{SYNTHETIC_MARK} {quality['synthetic_series']} of {sum(quality['series_by_provider'].values())} "
                   "stored series hold synthetic data from the demo provider, not market data")
+
+
+def _limiter_refused(resilience: dict[str, Any] | None) -> None:
+    """The provider's refusals in the last run, from its stored snapshot, and what they taught."""
+    for name, lim in sorted(((resilience or {}).get("rate_limiters") or {}).items()):
+        if not lim.get("refused"):
+            continue
+        slowed = ""
+        if lim.get("effective_rate") is not None and lim["effective_rate"] < lim.get("rate", 0):
+            slowed = f"; it slowed to {lim['effective_rate']} of the {lim['rate']} requests configured per window"
+        out.print(f"[yellow]{name} refused {lim['refused']} requests (HTTP 429) in the last run, the last at "
+                  f"{when(_iso_of(lim.get('last_refused_at')))}{slowed}[/]")
+
+
+def _iso_of(unix: float | None) -> str | None:
+    return ms_to_iso(int(unix * 1000)) if unix is not None else None
+
+
+def _quota_refused(fetch: dict[str, Any], hours: int) -> None:
+    """Say it when the provider refused: a plan smaller than configured costs every run time."""
+    if not fetch.get("api_quota_refused"):
+        return
+    out.print(f"[yellow]the provider refused {fetch['api_quota_refused']} requests (HTTP 429) in the last "
+              f"{hours} h, the last at {when(fetch['api_quota_last_refused_at'])}[/]")
+    effective, limit = fetch.get("api_quota_effective_rate"), fetch.get("api_quota_limit")
+    if effective is not None and limit is not None and effective < limit:
+        out.print(f"[yellow]the last run slowed to {effective} requests per window of the {limit} configured: "
+                  f"the plan allows less; set polygon.requests_per_minute = {effective}[/]")
 
 
 def verify(doc: dict[str, Any]) -> None:
@@ -385,12 +415,21 @@ def config(doc: dict[str, Any], prefix: str = "") -> None:
             out.print(f"{prefix}{key} = {_v(value)}")
 
 
+SYNTHETIC_MARK = "*"
+
+
 def series_inventory(doc: dict[str, Any]) -> None:
     def provider(s: dict[str, Any]) -> str:
         return f"{s['provider']} [yellow](synthetic)[/]" if s["synthetic"] else s["provider"]
 
+    # The provider column is among the first dropped at 80 columns; synthetic data must never
+    # pass for market data, so the always-shown series column carries a mark, explained below.
+    def series(s: dict[str, Any]) -> str:
+        mark = f"[yellow]{SYNTHETIC_MARK}[/]" if s["synthetic"] else ""
+        return f"{s['symbol']}/{s['timeframe']}{mark}"
+
     cols = (
-        Col("series", lambda s: f"{s['symbol']}/{s['timeframe']}"),
+        Col("series", series),
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"])),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
@@ -402,6 +441,8 @@ def series_inventory(doc: dict[str, Any]) -> None:
     )
     out.print(fitted("stored series", cols, doc["series"], out.width))
     out.print(f"{doc['count']} series, {doc['bars']} bars")
+    if any(s["synthetic"] for s in doc["series"]):
+        out.print(f"[yellow]{SYNTHETIC_MARK}[/] synthetic: the demo provider's data, not market data")
 
 
 def run_detail(doc: dict[str, Any]) -> None:

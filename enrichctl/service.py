@@ -90,8 +90,8 @@ class Session:
     async def failed_of_last_run(self) -> dict[str, Any]:
         return await rundetail.failed_of_last_run(self.store)
 
-    async def metrics(self) -> dict[str, Any]:
-        return await dashboard.metrics(self.store, self.settings, now_ms())
+    async def metrics(self, now: int | None = None) -> dict[str, Any]:
+        return await dashboard.metrics(self.store, self.settings, now or now_ms())
 
     async def series_bars(self, query: BarsQuery) -> dict[str, Any]:
         from enrichctl import seriesbars  # it reads through exports, which imports this module

@@ -597,8 +597,18 @@ def requests_of_run(run_id: int):
     return sa.select(sa.func.count()).where(requests.c.run_id == run_id)
 
 
-def requests_since_count(since: int, provider: str):
-    return sa.select(sa.func.count()).where(requests.c.at >= since, requests.c.provider == provider)
+def requests_quota(since: int, window_since: int, provider: str):
+    """``provider``'s requests in its quota window (since ``window_since``), and its 429s in
+    that window and since ``since``, with the newest one's instant."""
+    refused = requests.c.status == 429
+    in_window = requests.c.at >= window_since
+    return sa.select(
+        sa.func.coalesce(sa.func.sum(sa.case((in_window, 1), else_=0)), 0).label("window_requests"),
+        sa.func.coalesce(sa.func.sum(sa.case((sa.and_(refused, in_window), 1), else_=0)), 0)
+        .label("window_refused"),
+        sa.func.coalesce(sa.func.sum(sa.case((refused, 1), else_=0)), 0).label("refused"),
+        sa.func.max(sa.case((refused, requests.c.at), else_=None)).label("last_refused_at"),
+    ).where(requests.c.at >= min(since, window_since), requests.c.provider == provider)
 
 
 # --- metrics (aggregates over a window) ------------------------------------------------------

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
     JobRow,
+    QuotaRow,
     RunRow,
     SeriesRow,
     TaskRow,
@@ -186,6 +189,7 @@ class Store(Coordination, ReferenceStore):
                     raise ConfigError(
                         f"cannot create the database directory {path.parent}: {exc.strerror}"
                     ) from None
+                _sqlite_probe(path, _public(async_url))
             kwargs["connect_args"] = {"timeout": 30}
             # Connection.close() has rolled back already: a second rollback on return to the
             # pool would be one more round trip to aiosqlite's thread for every use.
@@ -205,6 +209,8 @@ class Store(Coordination, ReferenceStore):
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
             message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
+            if (path := sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
+                message += _directory_cause(path)
             # A server that does not answer may come back (75); a SQLite file we cannot open, or
             # a server that refuses our credentials or database name, needs a person (78).
             if engine.dialect.name == "postgresql" and _unreachable(exc):
@@ -684,9 +690,13 @@ class Store(Coordination, ReferenceStore):
         async with self._read() as conn:
             return int((await conn.execute(queries.requests_of_run(run_id))).scalar_one())
 
-    async def requests_count_since(self, since: int, provider: str) -> int:
+    async def requests_quota(self, since: int, window_since: int, provider: str) -> QuotaRow:
+        """``provider``'s requests since ``window_since`` (its quota window) and its 429s then
+        and since ``since``."""
         async with self._read() as conn:
-            return int((await conn.execute(queries.requests_since_count(since, provider))).scalar_one())
+            row = (await conn.execute(queries.requests_quota(since, window_since, provider))).one()
+        return QuotaRow(int(row.window_requests), int(row.window_refused), int(row.refused),
+                        int(row.last_refused_at) if row.last_refused_at is not None else None)
 
     async def metrics_raw(self, since: int) -> dict[str, Any]:
         """The aggregates behind the metrics document, over [since, now]."""
@@ -853,12 +863,33 @@ def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     """The errors of the driver itself, which the bulk paths meet without SQLAlchemy between
     (SQLAlchemy wraps them everywhere else): a StoreError like any other database error."""
     if dialect == "sqlite":
-        import sqlite3
-
         return (sqlite3.Error,)
     import asyncpg
 
     return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _sqlite_probe(path: Path, public_url: str) -> None:
+    """Open the file once with the standard driver first: aiosqlite (0.22) leaves the worker
+    thread of a connection that failed to open to report to an event loop that may have closed
+    by then, a traceback after the error line. ConfigError naming the cause."""
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the database {public_url}: {exc}{_directory_cause(path)}") from None
+
+
+def _directory_cause(path: Path) -> str:
+    """Why SQLite cannot open ``path`` when its directory is the reason ("unable to open database
+    file" says nothing): it creates its journal files beside the database, so a read-only or
+    immutable directory stops it even when the file itself is writable. Empty otherwise."""
+    directory = path.parent
+    if not directory.is_dir() or os.access(directory, os.W_OK):
+        return ""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return f" (the directory {directory} is on a read-only file system)"
+    return (f" (the directory {directory} is not writable: read-only or immutable; SQLite creates "
+            f"its journal files beside {path.name})")
 
 
 # SQLite's words for faults no retry mends (a read-only or immutable file or directory, a full

@@ -139,3 +139,14 @@ class TaskRow:
     started_at: int
     finished_at: int | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRow:
+    """A provider's requests against its quota: in its rolling window, and its refusals (HTTP
+    429) in that window and in a longer one (the metrics window)."""
+
+    window_requests: int
+    window_refused: int
+    refused: int
+    last_refused_at: int | None

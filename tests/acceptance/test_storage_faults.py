@@ -1,15 +1,19 @@
 """Storage that fails under a run, at the command line: a PostgreSQL server that goes away mid-run
-is 'try later' (75) in one line; a database that cannot be written (an immutable file, a full
-disk) is a fault for a person (78) naming the cause, never 'another run started'; simultaneous
-first starts on PostgreSQL all work, in one run."""
+is 'try later' (75) in one line; a database that cannot be written (an immutable file, a
+read-only directory, a full disk) is a fault for a person (78) naming the cause, never 'another
+run started'; simultaneous first starts on PostgreSQL all work, in one run, and on a new SQLite
+file one runs and the others exit 75 (or run after it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,14 +41,42 @@ def test_three_first_starts_on_an_empty_postgresql_database_join_one_run(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     # A few rounds: the losing starts race the winner's migration, then its run row and lease.
+    # Twelve symbols at two timeframes keep the run going for seconds, so a start that a loaded
+    # machine delays still finds it active; one that comes after it ended runs on its own, after.
+    joined = 0
     for round_ in range(3):
         ws = Workspace(tmp_path / f"round{round_}", database=postgres_server.create())
-        results = ws.many([(*RUN, "--symbols", "AAPL,MSFT")] * 3)
+        results = ws.many([(*RUN, "--symbols", SYMBOLS, "--timeframes", "1d,1h", "--since", SINCE)] * 3)
         assert [r.code for r in results] == [0, 0, 0], [str(r) for r in results]
-        assert ws.query("SELECT id, status FROM runs") == [(1, "succeeded")]
-        assert ws.query("SELECT count(*) FROM workers WHERE run_id = 1") == [(3,)]
-        assert ws.query("SELECT symbol, status FROM jobs ORDER BY symbol") == [
-            ("AAPL", "succeeded"), ("MSFT", "succeeded")]
+        runs = ws.query("SELECT id, status, started_at, finished_at FROM runs ORDER BY id")
+        assert {status for _, status, _, _ in runs} == {"succeeded"}, runs
+        for (_, _, _, finished), (_, _, started, _) in zip(runs, runs[1:]):
+            assert finished <= started, runs  # never two runs at once
+        assert ws.query("SELECT count(*) FROM workers") == [(3,)]
+        per_run = len(SYMBOLS.split(","))  # a job per symbol
+        assert ws.query("SELECT count(*) FROM jobs WHERE status = 'succeeded'") == [(per_run * len(runs),)]
+        joined += len(runs) == 1
+    assert joined >= 1, "in no round did the three starts join one run"
+
+
+def test_three_first_starts_on_a_new_sqlite_file_run_once_and_leave_it_usable(tmp_path: Path) -> None:
+    # A few rounds: the losing starts race the winner's migration, then its run row and lease.
+    for round_ in range(3):
+        ws = Workspace(tmp_path / f"round{round_}")
+        results = ws.many([(*RUN, "--symbols", "AAPL,MSFT")] * 3)
+        codes = [r.code for r in results]
+        assert set(codes) <= {0, 75} and 0 in codes, [str(r) for r in results]
+        for r in results:
+            assert "Traceback" not in r.err and "internal error" not in r.err, r
+            if r.code == 75:
+                assert "another run" in _one_error_line(r) or "active" in _one_error_line(r), r
+        # One run, or each after the other: never two at once, never a half-made schema.
+        assert ws.query("SELECT status FROM runs") == [("succeeded",)] * codes.count(0)
+        assert ws.query("SELECT symbol, count(*) FROM jobs WHERE status = 'succeeded' GROUP BY symbol "
+                        "ORDER BY symbol") == [("AAPL", codes.count(0)), ("MSFT", codes.count(0))]
+        status = ws("status", "--json")
+        assert status.code == 0, status
+        assert json.loads(status.out)["totals"]["succeeded"] == 2
 
 
 @pytest.mark.postgres
@@ -116,6 +148,51 @@ def test_an_immutable_database_file_is_a_fault_not_another_run(workspace: Worksp
     assert "readonly" in line or "read-only" in line, result
     assert "another run" not in line, result
     assert workspace.dump() == before
+
+
+@contextmanager
+def _read_only_directory(directory: Path) -> Iterator[None]:
+    """``directory`` unwritable for this process. Root ignores mode bits, so as root it is made
+    immutable (``chattr +i``) or, where the file system has no such flag, bind-mounted read-only."""
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        undo = [["chmod", "755", str(directory)]]
+    elif subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode == 0:
+        undo = [["chattr", "-i", str(directory)]]
+    elif (subprocess.run(["mount", "--bind", str(directory), str(directory)], capture_output=True).returncode == 0
+          and subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], capture_output=True).returncode == 0):
+        undo = [["umount", "-l", str(directory)]]
+    else:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+        pytest.skip("running as root, and neither chattr +i nor a read-only bind mount works here")
+    try:
+        assert not os.access(directory, os.W_OK), "the directory is still writable: nothing is tested"
+        yield
+    finally:
+        for argv in undo:
+            subprocess.run(argv, capture_output=True, check=True)
+
+
+@pytest.mark.parametrize("database", ["new", "existing"])
+def test_a_read_only_database_directory_exits_78_naming_it(workspace: Workspace, database: str) -> None:
+    directory = workspace.db_path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if database == "existing":
+        assert workspace(*RUN, "--symbols", "AAPL").code == 0
+        before = workspace.dump()
+    with _read_only_directory(directory):
+        result = workspace(*RUN, "--symbols", "AAPL,MSFT", "--as-of", "2024-06-07T00:00")
+        status = workspace("status")
+    for r in (result, status):
+        line = _one_error_line(r)
+        assert r.code == 78, r
+        assert f"the directory {directory} " in line, r
+        assert "read-only" in line and "another run" not in line, r
+    if database == "existing":
+        assert workspace.dump() == before
+        assert workspace("status").code == 0
+    else:
+        assert not workspace.db_path.exists()
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ lease and the pause flag."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,23 @@ async def test_an_sqlite_path_that_cannot_be_created_is_a_configuration_error(tm
     with pytest.raises(ConfigError, match="cannot create the database directory"):
         await Store.open(f"sqlite:///{blocker / 'sub' / 'enrichctl.db'}")
     assert blocker.read_text() == "not a directory"
+
+
+def test_an_sqlite_file_that_cannot_be_opened_leaves_no_thread_reporting_to_a_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiosqlite's worker thread of a failed open reported to the command's event loop after it
+    had closed: a traceback on stderr under the one error line."""
+    (tmp_path / "a-directory.db").mkdir()
+    stray: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: stray.append(args.exc_value))
+    for _ in range(20):  # one command each: its own loop, closed at the end
+        with pytest.raises(ConfigError, match="unable to open database file"):
+            asyncio.run(Store.open(f"sqlite:///{tmp_path / 'a-directory.db'}"))
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(5)
+    assert stray == []
 
 
 # --- lease and pause --------------------------------------------------------------------------
