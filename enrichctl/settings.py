@@ -174,20 +174,6 @@ class MetricsSettings(_Section):
 _HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
-
-
-def host_is_loopback(host: str) -> bool:
-    """True for a loopback name or address (a bind address or a request's host, without port).
-    ``serve``'s token rule and Host allow-list and the serve unit's network sandbox all use it."""
-    if host.lower().rstrip(".") in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname may resolve anywhere: treat it as exposed
-
-
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from enrichctl.errors import ConfigError
-from enrichctl.settings import Settings, host_is_loopback
+from enrichctl.loopback import host_is_loopback
+from enrichctl.settings import Settings
 
 RUN_SERVICE = "enrichctl.service"
 RUN_TIMER = "enrichctl.timer"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from enrichctl.settings import host_is_loopback
+from enrichctl.loopback import host_is_loopback
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 

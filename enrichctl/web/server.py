@@ -29,8 +29,9 @@ from enrichctl.errors import (
     UsageError,
 )
 from enrichctl.logs import get_logger, log_event
+from enrichctl.loopback import host_is_loopback
 from enrichctl.providers.base import provider_check
-from enrichctl.settings import Settings, host_is_loopback
+from enrichctl.settings import Settings
 from enrichctl.web import openapi
 from enrichctl.web.cache import Rendered, SharedBuilds
 from enrichctl.web.connections import ACCEPT_BACKLOG, ConnectionGuard, connections_cap

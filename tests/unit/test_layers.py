@@ -13,7 +13,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "enrichctl"
 
 # The base: plain data and configuration, importing nothing above itself.
-BASE = frozenset({"domain", "calendar", "indicatorspec", "errors", "settings", "logs"})
+BASE = frozenset({"domain", "calendar", "indicatorspec", "loopback", "errors", "settings", "logs"})
 # What each lower part of the package may import (a part is a top-level module or a package).
 ALLOWED = {
     **{module: BASE for module in BASE},
