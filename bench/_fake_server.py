@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from fake_polygon import FakePolygon, _Held, _row_json  # noqa: E402
 
+from enrichctl.calendar import SessionCalendar  # noqa: E402
 from enrichctl.domain import AssetClass, Bars, Series, Timeframe  # noqa: E402
-from enrichctl.pipeline.calendar import SessionCalendar  # noqa: E402
 from enrichctl.providers.demo import DemoProvider  # noqa: E402
 
 API_KEY = "pk_bench_0123456789"

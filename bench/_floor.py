@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from enrichctl.calendar import SessionCalendar, days_ago_ms
 from enrichctl.domain import AssetClass, Bars, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.settings import DEFAULT_INDICATORS

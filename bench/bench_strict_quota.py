@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from fake_polygon import FakePolygon  # noqa: E402
 
 from enrichctl import service  # noqa: E402
+from enrichctl.calendar import SessionCalendar, utc_date_ms  # noqa: E402
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe  # noqa: E402
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms  # noqa: E402
 from enrichctl.providers.demo import DemoProvider  # noqa: E402
 from enrichctl.settings import Settings  # noqa: E402
 

@@ -47,8 +47,8 @@ from sqlalchemy.pool import NullPool
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 from fake_polygon import FakePolygon
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.demo import DemoProvider
 
 ENRICHCTL = Path(sys.executable).parent / "enrichctl"

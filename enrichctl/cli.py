@@ -467,13 +467,15 @@ def verify(
 def serve(
     host: Annotated[str | None, typer.Option("--host", help="Address to bind (default serve.host, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default serve.port, 8000).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Judge staleness as at this UTC instant.")] = None,
 ) -> None:
     """Serve the dashboard documents, Prometheus metrics and a web page over HTTP."""
     from enrichctl.web import server as web
 
+    now = _instant(as_of)
     settings = _settings()
     try:
-        _run(web.serve_main(settings, host, port))
+        _run(web.serve_main(settings, host, port, now=now))
     except asyncio.CancelledError:  # SIGTERM: a clean stop
         raise typer.Exit(0) from None
 

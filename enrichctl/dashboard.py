@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, IssueKind, Series, Timeframe, ms_to_iso
 from enrichctl.errors import NotFound
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.quality import check_stale
 from enrichctl.settings import Settings
 from enrichctl.staleness import schedule_reference
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import IssueRow, JobRow, QuotaRow, RunRow, SeriesRow
-from enrichctl.systemd import next_elapse
 
 METRICS_WINDOW_HOURS = 24
 GAP_KINDS = {IssueKind.GAP.value}
@@ -132,8 +132,8 @@ async def _symbols(store: Store, settings: Settings, calendar: SessionCalendar, 
     ]
 
 
-async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, Any]:
-    pause = await store.control_get("pause")
+async def _scheduler(store: Store, settings: Settings, now: int, next_run: int | None) -> dict[str, Any]:
+    pause = await store.control_get(PAUSE_KEY)
     return {
         "paused": pause is not None,
         "paused_reason": pause.get("reason") if pause else None,
@@ -141,7 +141,7 @@ async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, An
         "paused_since": pause.get("since") if pause else None,
         "paused_since_ms": pause.get("since_ms") if pause else None,
         "schedule": settings.schedule.on_calendar,
-        "next_run": ms_to_iso(next_elapse(settings.schedule.on_calendar, now)),
+        "next_run": ms_to_iso(next_run),
         "paused_too_long": bool(
             pause and pause.get("since_ms")
             and now - pause["since_ms"] > settings.schedule.pause_alert_hours * 3_600_000
@@ -152,7 +152,11 @@ async def _scheduler(store: Store, settings: Settings, now: int) -> dict[str, An
     }
 
 
-async def overview(store: Store, settings: Settings, calendar: SessionCalendar, now: int) -> dict[str, Any]:
+async def overview(
+    store: Store, settings: Settings, calendar: SessionCalendar, now: int, *, next_run: int | None
+) -> dict[str, Any]:
+    """The overview at ``now``; ``next_run`` is when the timer fires next (the caller asks
+    systemd, off the event loop), None when unknown."""
     symbols = await _symbols(store, settings, calendar, now)
     runs = await store.runs_recent(20)
     active = next((r for r in runs if r.status == "running"), None)
@@ -160,7 +164,7 @@ async def overview(store: Store, settings: Settings, calendar: SessionCalendar, 
     resilience = _last_resilience(runs)
     return {
         "generated_at": ms_to_iso(now),
-        "scheduler": await _scheduler(store, settings, now),
+        "scheduler": await _scheduler(store, settings, now, next_run),
         "last_run": run_doc(finished) if finished else None,
         "active_run": run_doc(active) if active else None,
         "abandoned_runs": [run_doc(r) for r in runs if r.status == "abandoned"],

@@ -245,6 +245,41 @@ class QualityIssue:
     ts: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One provider call as it is stored in ``requests`` (the key is never part of it)."""
+
+    provider: str
+    symbol: str | None
+    timeframe: str | None
+    endpoint: str  # e.g. "aggs", "grouped", "demo"
+    status: int | None  # HTTP status, None when no response arrived
+    ok: bool
+    latency_ms: float
+    attempt: int
+    bars: int
+    at_ms: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CorporateAction:
+    """A split or dividend from the provider's reference data (``corporate_actions``)."""
+
+    symbol: str
+    kind: str  # "split" | "dividend"
+    ex_date: str  # YYYY-MM-DD
+    ratio: float | None = None  # split_to / split_from: 2.0 for a 2-for-1 split
+    amount: float | None = None  # cash per share
+
+    def describe(self) -> str:
+        if self.kind == "split":
+            ratio = self.ratio or 1.0
+            text = f"{ratio:g}:1" if ratio >= 1 else f"1:{1 / ratio:g}"
+            return f"split {text} on {self.ex_date}"
+        return f"dividend {self.amount:g} on {self.ex_date}"
+
+
 BAR_FIELDS = ("ts", "open", "high", "low", "close", "volume", "vwap", "trades")
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from enrichctl import dashboard
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import ms_to_iso
 from enrichctl.errors import NotFound
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 

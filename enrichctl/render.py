@@ -415,12 +415,21 @@ def config(doc: dict[str, Any], prefix: str = "") -> None:
             out.print(f"{prefix}{key} = {_v(value)}")
 
 
+SYNTHETIC_MARK = "*"
+
+
 def series_inventory(doc: dict[str, Any]) -> None:
     def provider(s: dict[str, Any]) -> str:
         return f"{s['provider']} [yellow](synthetic)[/]" if s["synthetic"] else s["provider"]
 
+    # The provider column is among the first dropped at 80 columns; synthetic data must never
+    # pass for market data, so the always-shown series column carries a mark, explained below.
+    def series(s: dict[str, Any]) -> str:
+        mark = f"[yellow]{SYNTHETIC_MARK}[/]" if s["synthetic"] else ""
+        return f"{s['symbol']}/{s['timeframe']}{mark}"
+
     cols = (
-        Col("series", lambda s: f"{s['symbol']}/{s['timeframe']}"),
+        Col("series", series),
         Col("first bar", lambda s: bar_time(s["first_bar"], s["timeframe"])),
         Col("last bar", lambda s: bar_time(s["last_bar"], s["timeframe"])),
         Col("bars", lambda s: str(s["bars"]), right=True),
@@ -432,6 +441,8 @@ def series_inventory(doc: dict[str, Any]) -> None:
     )
     out.print(fitted("stored series", cols, doc["series"], out.width))
     out.print(f"{doc['count']} series, {doc['bars']} bars")
+    if any(s["synthetic"] for s in doc["series"]):
+        out.print(f"[yellow]{SYNTHETIC_MARK}[/] synthetic: the demo provider's data, not market data")
 
 
 def run_detail(doc: dict[str, Any]) -> None:

@@ -113,8 +113,8 @@ class Reader:
         """The inventory ``enrichctl series list`` shows: one row per stored series with its
         first and last bar (UTC), bar count, provider, synthetic, quality score, issue count,
         stale (judged against the schedule, as ``status`` does), configured, last success."""
+        from enrichctl.calendar import SessionCalendar
         from enrichctl.dashboard import series_stale
-        from enrichctl.pipeline.calendar import SessionCalendar
 
         rows = self._reads.series_read().to_pylist()
         if rows and self._calendar is None:

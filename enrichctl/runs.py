@@ -25,6 +25,7 @@ from enrichctl.domain import (
     AssetClass,
     Instrument,
     JobStatus,
+    RequestRecord,
     RunStatus,
     Series,
     Timeframe,
@@ -36,7 +37,7 @@ from enrichctl.domain import (
 from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, RunActive, StoreError, StoreFault
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
-from enrichctl.pipeline.calendar import SessionCalendar
+from enrichctl.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import (
     JobPlan,
@@ -61,7 +62,6 @@ from enrichctl.pipeline.actions import SeriesPlanner, actions_apply, actions_ref
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import (
     Provider,
-    RequestRecord,
     RequestSink,
     provider_check,
     provider_create,
@@ -70,11 +70,11 @@ from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
 from enrichctl.resilience.ratelimit import RateLimiter
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 
 log = get_logger("runs")
 
-PAUSE_KEY = "pause"
 STOP_LIMIT_S = 10.0  # the longest a graceful stop spends recording itself
 
 

@@ -7,6 +7,7 @@ here imports typer, rich or aiohttp.web.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -15,12 +16,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from enrichctl import dashboard, inventory, rundetail
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline import lifecycle
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.runs import (  # noqa: F401  (the faces reach them through service)
-    PAUSE_KEY,
     RunOptions,
     RunReport,
     exit_code_of,
@@ -28,7 +28,9 @@ from enrichctl.runs import (  # noqa: F401  (the faces reach them through servic
     store_open,
 )
 from enrichctl.settings import Settings
+from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
+from enrichctl.systemd import next_elapse
 
 if TYPE_CHECKING:
     from enrichctl.seriesbars import BarsQuery
@@ -56,7 +58,10 @@ class Session:
         return self._calendar
 
     async def overview(self, now: int | None = None) -> dict[str, Any]:
-        return await dashboard.overview(self.store, self.settings, self.calendar, now or now_ms())
+        now = now or now_ms()
+        # systemd-analyze is a subprocess: run it in a thread, not inside the async build.
+        next_run = await asyncio.to_thread(next_elapse, self.settings.schedule.on_calendar, now)
+        return await dashboard.overview(self.store, self.settings, self.calendar, now, next_run=next_run)
 
     async def health(self) -> dict[str, Any]:
         return dashboard.health_from_overview(await self.overview())

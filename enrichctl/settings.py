@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from enrichctl.domain import AssetClass, Timeframe, parse_symbol
 from enrichctl.errors import ConfigError
+from enrichctl.indicatorspec import parse_indicator
 
 DEFAULT_INDICATORS = (
     "sma_20",
@@ -96,7 +97,12 @@ class PolygonSettings(_Section):
         60.0, gt=0, le=86_400, description="the window the plan limit counts over (Polygon: a minute)"
     )
     adjusted: bool = True
-    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    timeout_seconds: float = Field(30.0, gt=0, le=600, description="one whole request, at most")
+    connect_timeout_seconds: float = Field(10.0, gt=0, le=600, description="to open a connection")
+    read_timeout_seconds: float = Field(
+        10.0, gt=0, le=600,
+        description="for the first byte of an answer, and for any later pause while it arrives",
+    )
     grouped_daily_max_days: int = Field(
         5, ge=0, le=366, description="use grouped daily up to this many missing days"
     )
@@ -107,6 +113,10 @@ class ResilienceSettings(_Section):
     failure_rate_threshold: float = Field(0.5, gt=0, le=1)
     window_size: int = Field(20, ge=1, le=10_000)
     minimum_calls: int = Field(5, ge=1, le=10_000)
+    unreachable_after: int = Field(
+        2, ge=1, le=10_000,
+        description="until the provider has answered once, this many transport failures open it",
+    )
     recovery_timeout: float = Field(30.0, gt=0, le=3600)
     half_open_calls: int = Field(1, ge=1, le=100)
     retry_max_retries: int = Field(4, ge=0, le=20)
@@ -262,8 +272,6 @@ class Settings(BaseSettings):
     @field_validator("indicators", mode="after")
     @classmethod
     def _indicators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from enrichctl.pipeline.indicators import parse_indicator
-
         for name in value:
             parse_indicator(name)
         if len(set(value)) != len(value):

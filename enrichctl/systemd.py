@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import calendar
 import functools
-import ipaddress
 import os
 import re
 import shutil
@@ -20,10 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from enrichctl.errors import ConfigError
+from enrichctl.loopback import host_is_loopback
 from enrichctl.settings import Settings
 
 RUN_SERVICE = "enrichctl.service"
@@ -239,9 +236,12 @@ class _UnitContext:
 
     def _database_access(self) -> list[str]:
         """ReadWritePaths= for a SQLite file configured outside the state directory."""
-        path = _sqlite_path(self.settings.database_url)
+        from enrichctl.store.repo import sqlite_path  # the store (numpy, async drivers) only here
+
+        path = sqlite_path(self.settings.database_url)  # None: the default path, another backend
         if path is None:
             return []
+        path = path.absolute()
         return [
             "# database_url names a SQLite file outside /var/lib/enrichctl: it must be writable.",
             f"ReadWritePaths=-{_unit_path(path.parent)}",
@@ -319,7 +319,7 @@ IOSchedulingPriority=7
 
 def _serve_service(ctx: _UnitContext) -> str:
     serve = ctx.settings.serve
-    loopback = _is_loopback(serve.host)
+    loopback = host_is_loopback(serve.host)
     network = "internet" if _needs_internet(ctx.settings) or not loopback else "loopback"
     target = "default.target" if ctx.user else "multi-user.target"
     return f"""\
@@ -381,28 +381,6 @@ def _needs_internet(settings: Settings) -> bool:
 def _needs_remote_database(settings: Settings) -> bool:
     url = settings.database_url
     return url is not None and not url.startswith("sqlite")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _sqlite_path(url: str | None) -> Path | None:
-    """The file of an explicitly configured SQLite URL, or None (default path, other backend)."""
-    if not url or not url.startswith("sqlite"):
-        return None
-    try:
-        database = make_url(url).database
-    except ArgumentError:
-        return None
-    if not database or database == ":memory:":
-        return None
-    return Path(database).absolute()
 
 
 def _install_roots(exe: Path) -> set[Path]:

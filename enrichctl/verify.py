@@ -16,21 +16,22 @@ from typing import Any
 
 import numpy as np
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import (
     AssetClass,
     Bars,
     IssueKind,
     QualityIssue,
+    RequestRecord,
     Series,
     Severity,
     Timeframe,
     ms_to_iso,
 )
 from enrichctl.errors import NotFound, ProviderError
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.quality import SEVERITY_WEIGHT, check_batch, check_stored, quality_score
-from enrichctl.providers.base import Provider, RequestRecord
+from enrichctl.providers.base import Provider
 from enrichctl.runs import provider_for, store_open
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
+from enrichctl.calendar import NEW_YORK
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
 from enrichctl.errors import ProviderAuthError, ProviderError, ProviderUnavailable, TemporaryError
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline.calendar import NEW_YORK
 from enrichctl.pipeline.plan import JobPlan, Mode, RunPlan, SeriesPlan
 from enrichctl.providers.base import Provider
 from enrichctl.providers.reference import CorporateAction

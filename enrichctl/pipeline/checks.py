@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from enrichctl.calendar import SessionCalendar, ny_midnight_ms
 from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso, session_bar_grid
-from enrichctl.pipeline.calendar import SessionCalendar, ny_midnight_ms
 
 REVERT_MIN_MOVE = 0.08  # a print at least 8 % away from both neighbours ...
 REVERT_BACK = 0.25  # ... whose next bar comes back within a quarter of the move

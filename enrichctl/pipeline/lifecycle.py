@@ -4,6 +4,10 @@ One run is active per database: the ``run`` lease (holder, heartbeat, expiry) gu
 can have several workers (processes, on PostgreSQL several hosts); each renews the lease, so the
 run lives while any worker does. A lease whose heartbeat stopped is taken over and its run marked
 ``abandoned``. Whichever worker sees the last job finish closes the run.
+
+The start/join/take-over choice is ``lease_decide``: a pure function of what the database holds
+(lease, the run's workers, its run, the running runs) and the time, returning a decision that
+``run_start_or_join`` carries out.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from enrichctl.domain import JOB_UNFINISHED, RunStatus, now_ms
 from enrichctl.errors import RunActive, StoreConflict, StoreError
 from enrichctl.logs import get_logger, log_event
 from enrichctl.store.repo import Store
-from enrichctl.store.rows import LeaseRow
+from enrichctl.store.rows import LeaseRow, RunRow, WorkerRow
 
 log = get_logger("lifecycle")
 
@@ -40,17 +44,117 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def holder_alive(lease: LeaseRow, now: int) -> bool:
+JoinMode = Literal["never", "allowed", "only"]
+# (host, pid) -> whether that process exists; True when it cannot tell (another host).
+Alive = Callable[[str, int], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """No live run: mark ``abandon`` abandoned, create a run and take the lease, over from the
+    dead run ``take_over`` when the lease still names one (None: the lease is free)."""
+
+    take_over: int | None
+    abandon: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRun:
+    """Work the live run ``run_id`` as another worker (PostgreSQL)."""
+
+    run_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """A live run holds the lease and this start may not join it: ``RunActive`` (exit 75)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoRun:
+    """``run --worker`` and nothing to join."""
+
+
+LeaseDecision = Start | JoinRun | Refuse | NoRun
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def holder_alive(lease: LeaseRow, now: int, alive: Alive = _process_alive) -> bool:
     """A live lease: not expired, and when its last holder is on this host, its process exists
     (a killed process is dead now, not at expiry; on another host only the expiry can tell)."""
-    return lease.expires_at >= now and _process_alive(lease.host, lease.pid)
+    return lease.expires_at >= now and alive(lease.host, lease.pid)
+
+
+def worker_beats(worker: WorkerRow, now: int, ttl_ms: int) -> bool:
+    """The worker has not finished and beat within the last lease."""
+    return worker.finished_at is None and now - worker.heartbeat_at < ttl_ms
+
+
+def run_alive(
+    lease: LeaseRow, workers: list[WorkerRow], now: int, ttl_ms: int, alive: Alive = _process_alive
+) -> bool:
+    """The lease's run lives while its holder does or any other worker of it still beats (the
+    lease names whoever renewed it last, so its last renewer may have died)."""
+    return holder_alive(lease, now, alive) or any(
+        worker_beats(w, now, ttl_ms) and alive(w.host, w.pid) for w in workers
+    )
+
+
+def runs_dead(running: list[RunRow], now: int, ttl_ms: int, alive: Alive = _process_alive) -> list[int]:
+    """Running runs to mark abandoned before a start: their process is gone or they are older than
+    a lease. One whose process lives and which started a moment ago is a start racing ours (its
+    lease not taken yet), not a dead one: the unique index on running runs settles that race."""
+    return [r.id for r in running if not alive(r.host, r.pid) or now - r.started_at > ttl_ms]
+
+
+def lease_decide(
+    lease: LeaseRow | None,
+    workers: list[WorkerRow],
+    run: RunRow | None,
+    running: list[RunRow],
+    now: int,
+    *,
+    join: JoinMode,
+    ttl_ms: int,
+    alive: Alive = _process_alive,
+) -> LeaseDecision:
+    """Start, join or refuse, from the lease, the workers and row of its run, the running runs.
+
+    ``join``: "never" (SQLite: a second run exits 75), "allowed" (PostgreSQL: join the active run
+    as another worker), "only" (``run --worker``: join, or nothing). A lease that outlived its
+    run (the run closed) or whose run has no live process or beating worker is taken over."""
+    if lease is not None and run_alive(lease, workers, now, ttl_ms, alive):
+        if join == "never":
+            age = (now - lease.heartbeat_at) / 1000
+            return Refuse(
+                f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
+                f"heartbeat {age:.0f} s ago); try again when it has finished"
+            )
+        if run is not None and run.status == RunStatus.RUNNING.value:
+            return JoinRun(lease.run_id)
+    if join == "only":
+        return NoRun()
+    return Start(lease.run_id if lease is not None else None, tuple(runs_dead(running, now, ttl_ms, alive)))
 
 
 async def run_start_or_join(
-    store: Store, run_values: dict[str, Any], *, join: str, ttl_ms: int = LEASE_TTL_MS
+    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int = LEASE_TTL_MS
 ) -> Joined | None:
-    """``join``: "never" (SQLite: a second run exits 75), "allowed" (PostgreSQL: join the active
-    run as another worker), "only" (``run --worker``: join, or None when nothing is active).
+    """Carry out ``lease_decide``: the run this process works, or None (``run --worker`` and
+    nothing active); ``RunActive`` when it must not join the live run.
 
     Processes starting at the same moment race for the run; with ``join`` "allowed" a loser joins
     the winner's run instead of giving up."""
@@ -75,70 +179,33 @@ class _LostRace(RunActive):
 
 
 async def _start_or_join_once(
-    store: Store, run_values: dict[str, Any], *, join: str, ttl_ms: int
+    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int
 ) -> Joined | None:
     lease = await store.lease_get()
-    now = now_ms()
-    live = lease is not None and (
-        holder_alive(lease, now) or await _workers_alive(store, lease.run_id, now, ttl_ms)
-    )
-    if live:
-        assert lease is not None
-        if join in ("allowed", "only"):
-            run = await store.run_get(lease.run_id)
-            if run is not None and run.status == RunStatus.RUNNING.value:
-                return Joined(lease.run_id, False, worker_id())
-            live = False  # the lease outlived its run: nothing to join, take it over
-    if live:
-        assert lease is not None
-        age = (now - lease.heartbeat_at) / 1000
-        raise RunActive(
-            f"run {lease.run_id} is active (host {lease.host}, pid {lease.pid}, "
-            f"heartbeat {age:.0f} s ago); try again when it has finished"
-        )
-    if join == "only":
+    workers = await store.workers_of_run(lease.run_id) if lease is not None else []
+    run = await store.run_get(lease.run_id) if lease is not None else None
+    decision = lease_decide(lease, workers, run, await store.runs_running(), now_ms(), join=join, ttl_ms=ttl_ms)
+    if isinstance(decision, Refuse):
+        raise RunActive(decision.message)
+    if isinstance(decision, JoinRun):
+        return Joined(decision.run_id, False, worker_id())
+    if isinstance(decision, NoRun):
         return None
-    # A run whose process lives and which started a moment ago is a start racing ours (its
-    # lease not taken yet), not a dead one: the unique index below settles that race.
-    dead = [r.id for r in await store.runs_running()
-            if not _process_alive(r.host, r.pid) or now - r.started_at > ttl_ms]
-    if dead:
-        await store.runs_abandon(dead, "abandoned: its process stopped without finishing")
-        log_event(log, logging.WARNING, "enrichment_abandoned_runs", runs=",".join(map(str, dead)))
+    if decision.abandon:
+        await store.runs_abandon(list(decision.abandon), "abandoned: its process stopped without finishing")
+        log_event(log, logging.WARNING, "enrichment_abandoned_runs", runs=",".join(map(str, decision.abandon)))
     try:
         run_id = await store.run_create(**run_values)
     except StoreConflict:  # the unique index on running runs: someone started one just now
         raise _LostRace("another run started at the same moment; try again when it has finished") from None
     holder = await store.lease_claim(
-        run_id, socket.gethostname(), os.getpid(), ttl_ms,
-        dead_run_id=lease.run_id if lease is not None else None,
+        run_id, socket.gethostname(), os.getpid(), ttl_ms, dead_run_id=decision.take_over
     )
     if holder.run_id != run_id:
         await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
                                error=f"lost the lease to run {holder.run_id}")
         raise _LostRace(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
     return Joined(run_id, True, worker_id())
-
-
-async def _workers_alive(store: Store, run_id: int, now: int, ttl_ms: int) -> bool:
-    """Another worker of the run still beats: the run lives on even if the lease's last renewer
-    died (the lease names whoever renewed it last)."""
-    return any(
-        w.finished_at is None and now - w.heartbeat_at < ttl_ms and _process_alive(w.host, w.pid)
-        for w in await store.workers_of_run(run_id)
-    )
-
-
-def _process_alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def heartbeat(
@@ -194,10 +261,7 @@ async def run_cancel(
     """A graceful stop (SIGTERM, Ctrl-C). With other live workers, hand our jobs back to them;
     alone, cancel the run. True when the run was cancelled."""
     now = now_ms()
-    others = [
-        w for w in await store.workers_of_run(run_id)
-        if w.id != worker and w.finished_at is None and now - w.heartbeat_at < ttl_ms
-    ]
+    others = [w for w in await store.workers_of_run(run_id) if w.id != worker and worker_beats(w, now, ttl_ms)]
     if others:
         await store.jobs_release(worker)
         return False

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from enrichctl.calendar import SessionCalendar, days_ago_ms
 from enrichctl.domain import EARLIEST_MS, VERIFY_ISSUE_KINDS, AssetClass, Instrument, Series, Timeframe, ms_to_iso
 from enrichctl.errors import UsageError
-from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms
 from enrichctl.providers.base import Provider
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store

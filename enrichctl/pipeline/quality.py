@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from enrichctl.calendar import SessionCalendar, ny_midnight_ms
 from enrichctl.domain import (
     BAR_FIELDS,
     MS_PER_DAY,
@@ -28,7 +29,6 @@ from enrichctl.domain import (
     Timeframe,
     ms_to_iso,
 )
-from enrichctl.pipeline.calendar import SessionCalendar, ny_midnight_ms
 from enrichctl.pipeline.checks import neighbour_issues
 from enrichctl.settings import QualitySettings
 

@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from enrichctl.domain import AssetClass, Instrument, JobStatus, now_ms
+from enrichctl.domain import AssetClass, Instrument, JobStatus, RequestRecord, now_ms
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -35,7 +35,6 @@ from enrichctl.errors import (
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
-from enrichctl.providers.base import RequestRecord
 from enrichctl.store.repo import JobEnd
 from enrichctl.store.rows import JobRow
 

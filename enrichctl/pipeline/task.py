@@ -14,7 +14,7 @@ import numpy as np
 
 from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
 from enrichctl.errors import PermanentProviderError, UnknownTickerError
-from enrichctl.pipeline.calendar import SessionCalendar
+from enrichctl.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import check_batch, check_stale, quality_score

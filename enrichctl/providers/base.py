@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from enrichctl.domain import AssetClass, Bars, Series
+from enrichctl.domain import AssetClass, Bars, RequestRecord, Series
 
 if TYPE_CHECKING:
-    from enrichctl.pipeline.calendar import SessionCalendar
+    from enrichctl.calendar import SessionCalendar
     from enrichctl.resilience.registry import ResilienceRegistry
     from enrichctl.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One provider call as it is stored in ``requests`` (the key is never part of it)."""
-
-    provider: str
-    symbol: str | None
-    timeframe: str | None
-    endpoint: str  # e.g. "aggs", "grouped", "demo"
-    status: int | None  # HTTP status, None when no response arrived
-    ok: bool
-    latency_ms: float
-    attempt: int
-    bars: int
-    at_ms: int
-    error: str | None = None
 
 
 RequestSink = Callable[[RequestRecord], None]

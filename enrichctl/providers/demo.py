@@ -24,9 +24,9 @@ from datetime import datetime
 
 import numpy as np
 
-from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe, now_ms, session_bar_grid
-from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, day_start_ms
-from enrichctl.providers.base import RequestRecord, RequestSink
+from enrichctl.calendar import NEW_YORK, SessionCalendar, day_start_ms
+from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, RequestRecord, Series, Timeframe, now_ms, session_bar_grid
+from enrichctl.providers.base import RequestSink
 from enrichctl.providers.reference import CorporateAction, TickerState
 
 CHUNK_BARS = 50_000  # bars per simulated request, like Polygon's ``limit``

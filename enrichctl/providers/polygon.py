@@ -27,7 +27,7 @@ from enrichctl.providers.reference import (
     polygon_actions,
     polygon_ticker_state,
 )
-from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, Series
+from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, RequestRecord, Series
 from enrichctl.errors import (
     ConfigError,
     PermanentProviderError,
@@ -36,8 +36,8 @@ from enrichctl.errors import (
     RetryableProviderError,
 )
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
-from enrichctl.providers.base import RequestRecord, RequestSink
+from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
+from enrichctl.providers.base import RequestSink
 from enrichctl.resilience import ResilienceRegistry, ResilientCaller, current_attempt
 from enrichctl.resilience.ratelimit import parse_retry_after
 from enrichctl.resilience.stack import RATE_INTERVAL_SECONDS
@@ -135,7 +135,15 @@ class PolygonProvider:
         self._prefix = base.path.rstrip("/")
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        # A provider that is there answers within a second or two and streams its body without
+        # long pauses; silence is what a dead or wedged one looks like. So silence (connecting,
+        # waiting for the first byte, a stall in the body) is cut short long before the bound on
+        # the whole request, which a large page arriving slowly but steadily may need.
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+            sock_read=settings.read_timeout_seconds,
+        )
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -316,10 +324,9 @@ class PolygonProvider:
             self._check_status(body, url)
             results = body.get("results")
             bars = len(results) if isinstance(results, list) else 0
-        except TimeoutError:
-            error: ProviderError = RetryableProviderError(
-                f"no answer from {self._hostport} within {self._settings.timeout_seconds:g} s"
-            )
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
+            error: ProviderError = RetryableProviderError(self._timeout_cause(exc, status),
+                                                          status=status)
             self._record(symbol, timeframe, endpoint, status, started, 0, error)
             raise error from None
         except aiohttp.ClientError as exc:
@@ -333,6 +340,20 @@ class PolygonProvider:
             raise
         self._record(symbol, timeframe, endpoint, status, started, bars, None)
         return body
+
+    def _timeout_cause(self, exc: TimeoutError, status: int | None) -> str:
+        """Which bound ran out, in words; ``status`` is set once the answer's head had arrived."""
+        s = self._settings
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):  # sock_connect, or total while connecting
+            within = min(s.connect_timeout_seconds, s.timeout_seconds)
+            return f"cannot connect to {self._hostport} (no connection within {within:g} s)"
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            if status is None:
+                return f"no answer from {self._hostport} within {s.read_timeout_seconds:g} s"
+            return f"{self._hostport} stopped sending its answer for {s.read_timeout_seconds:g} s"
+        if status is None:
+            return f"no answer from {self._hostport} within {s.timeout_seconds:g} s"
+        return f"no complete answer from {self._hostport} within {s.timeout_seconds:g} s"
 
     def _session_get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

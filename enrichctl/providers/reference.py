@@ -7,30 +7,14 @@ ticker exist, is it still listed" when a new series' first fetch returned nothin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from enrichctl.domain import CorporateAction
 from enrichctl.errors import PermanentProviderError
 
 MAX_PAGES = 50
 PAGE_LIMIT = "1000"
-
-
-@dataclass(frozen=True, slots=True)
-class CorporateAction:
-    symbol: str
-    kind: str  # "split" | "dividend"
-    ex_date: str  # YYYY-MM-DD
-    ratio: float | None = None  # split_to / split_from: 2.0 for a 2-for-1 split
-    amount: float | None = None  # cash per share
-
-    def describe(self) -> str:
-        if self.kind == "split":
-            ratio = self.ratio or 1.0
-            text = f"{ratio:g}:1" if ratio >= 1 else f"1:{1 / ratio:g}"
-            return f"split {text} on {self.ex_date}"
-        return f"dividend {self.amount:g} on {self.ex_date}"
 
 
 class TickerState(StrEnum):

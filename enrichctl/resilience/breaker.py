@@ -6,6 +6,13 @@ opens), OPEN (calls are rejected with ``CircuitOpen`` without being made, for ``
 seconds of monotonic time), HALF_OPEN (exactly ``half_open_calls`` trial calls are admitted; all
 succeed -> CLOSED, any fails -> OPEN again). Every transition starts a new generation; an outcome
 reported with a permit from an older generation changes nothing.
+
+Until the provider has answered once (any HTTP status), ``unreachable_after`` transport failures
+in a row (refused, unresolvable, timed out) open it without waiting for ``minimum_calls``: five
+timeouts of a provider that is not there cost five timeouts, one after the other when a single
+request is in flight, where two already say it. Concurrent requests that time out together count
+together, so the first wave of a run opens it. Once anything was answered the failure rate alone
+decides, so a slow provider that works is judged as before.
 """
 
 from __future__ import annotations
@@ -91,11 +98,14 @@ class CircuitBreaker:
         minimum_calls: int = 5,
         recovery_timeout: float = 30.0,
         half_open_calls: int = 1,
+        unreachable_after: int = 2,
     ) -> None:
         if not 0 < failure_threshold <= 1:
             raise ValueError("failure_threshold must be in (0, 1]")
-        if window_size < 1 or minimum_calls < 1 or half_open_calls < 1:
-            raise ValueError("window_size, minimum_calls and half_open_calls must be at least 1")
+        if min(window_size, minimum_calls, half_open_calls, unreachable_after) < 1:
+            raise ValueError(
+                "window_size, minimum_calls, half_open_calls and unreachable_after must be at least 1"
+            )
         if recovery_timeout <= 0:
             raise ValueError("recovery_timeout must be positive")
         self.name = name
@@ -106,6 +116,7 @@ class CircuitBreaker:
         self.minimum_calls = min(minimum_calls, window_size)
         self.recovery_timeout = recovery_timeout
         self.half_open_calls = half_open_calls
+        self.unreachable_after = unreachable_after
 
         self._state = BreakerState.CLOSED
         self._generation = 0
@@ -121,6 +132,7 @@ class CircuitBreaker:
         self._last_error: str | None = None
         self._last_transport = False
         self._answered = False
+        self._unanswered_failures = 0  # transport failures in a row, while nothing was answered
 
     # -- the state machine -------------------------------------------------------------------
 
@@ -151,14 +163,17 @@ class CircuitBreaker:
         else:
             self._window_add(failed=False)
 
-    def record_failure(self, permit: BreakerPermit) -> None:
+    def record_failure(self, permit: BreakerPermit, *, transport: bool = False) -> None:
+        """``transport``: no HTTP answer came back at all (see ``is_transport_failure``)."""
         if not self._settle(permit):
             return
         if permit.trial:
             self._transition(BreakerState.OPEN)
             return
         self._window_add(failed=True)
-        if (
+        self._unanswered_failures = self._unanswered_failures + 1 if transport else 0
+        never_answered = not self._answered and self._unanswered_failures >= self.unreachable_after
+        if never_answered or (
             len(self._window) >= self.minimum_calls
             and self._failure_rate() >= self.failure_threshold
         ):
@@ -177,7 +192,7 @@ class CircuitBreaker:
         except BaseException as exc:  # classified and re-raised, CancelledError included
             self._note(exc)
             if counts_as_failure(exc):
-                self.record_failure(permit)
+                self.record_failure(permit, transport=is_transport_failure(exc))
             else:
                 self.release(permit)
             raise
@@ -265,4 +280,5 @@ class CircuitBreaker:
             "minimum_calls": self.minimum_calls,
             "recovery_timeout": self.recovery_timeout,
             "half_open_calls": self.half_open_calls,
+            "unreachable_after": self.unreachable_after,
         }

@@ -37,6 +37,7 @@ class ResilienceRegistry:
         window_size: int = 20,
         minimum_calls: int = 5,
         half_open_calls: int = 1,
+        unreachable_after: int = 2,
     ) -> CircuitBreaker:
         breaker = CircuitBreaker(
             name,
@@ -46,6 +47,7 @@ class ResilienceRegistry:
             window_size=window_size,
             minimum_calls=minimum_calls,
             half_open_calls=half_open_calls,
+            unreachable_after=unreachable_after,
         )
         return _add(self._breakers, "circuit breaker", name, breaker)
 

@@ -70,6 +70,7 @@ class ResilientCaller:
             window_size=r.window_size,
             minimum_calls=r.minimum_calls,
             half_open_calls=r.half_open_calls,
+            unreachable_after=r.unreachable_after,
         )
         limiter = registry.rate_limiter(name) or registry.register_rate_limiter(
             name,

@@ -16,6 +16,12 @@ from enrichctl.store import queries
 from enrichctl.store.rows import JobRow, LeaseRow, WorkerRow, row_to
 
 RUN_LEASE = "run"
+PAUSE_KEY = "pause"  # the operator's pause (``enrichctl pause``) in ``control``
+
+
+def _limiter_pause_key(limiter: str) -> str:
+    """A 429's pause shared by every worker of one limiter, in ``control``."""
+    return f"pause:{limiter}"
 
 
 class Coordination:
@@ -181,7 +187,7 @@ class Coordination:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": limiter})
             now = await self._clock_ms(conn)
             await conn.execute(queries.rate_prune(limiter, now - interval_ms))
-            paused = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
+            paused = (await conn.execute(queries.control_get(_limiter_pause_key(limiter)))).first()
             if paused is not None and (until := json.loads(paused.value)["until"]) > now:
                 return until - now
             count, oldest = (await conn.execute(queries.rate_window(limiter, now - interval_ms))).one()
@@ -202,9 +208,9 @@ class Coordination:
         a pause already in force."""
         async with self._write() as conn:
             now = await self._clock_ms(conn)
-            current = (await conn.execute(queries.control_get(f"pause:{limiter}"))).first()
+            current = (await conn.execute(queries.control_get(_limiter_pause_key(limiter)))).first()
             until = max(now + pause_ms, json.loads(current.value)["until"] if current else 0)
             await conn.execute(
                 queries.control_put(self.dialect),
-                {"key": f"pause:{limiter}", "value": json.dumps({"until": until}), "updated_at": now},
+                {"key": _limiter_pause_key(limiter), "value": json.dumps({"until": until}), "updated_at": now},
             )

@@ -7,8 +7,7 @@ from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from enrichctl.domain import now_ms
-from enrichctl.providers.reference import CorporateAction
+from enrichctl.domain import CorporateAction, now_ms
 from enrichctl.store import queries
 
 

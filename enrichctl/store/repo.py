@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from enrichctl.domain import Bars, QualityIssue, Series, nan_to_none, now_ms
+from enrichctl.domain import Bars, QualityIssue, RequestRecord, Series, nan_to_none, now_ms
 from enrichctl.errors import (
     ConfigError,
     StoreConflict,
@@ -36,7 +36,6 @@ from enrichctl.errors import (
     StoreUnavailable,
     TemporaryError,
 )
-from enrichctl.providers.base import RequestRecord
 from enrichctl.store import migrate, queries, tables
 from enrichctl.store.coordination import Coordination
 from enrichctl.store.groupcommit import GroupCommit
@@ -72,8 +71,15 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _sqlite_path(url: str) -> Path | None:
-    database = make_url(url).database
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a SQLite URL as written (relative stays relative); None for another backend,
+    an in-memory database, no URL or one that does not parse."""
+    if not url or not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return None
     if not database or database == ":memory:":
         return None
     return Path(database)
@@ -189,7 +195,7 @@ class Store(Coordination, ReferenceStore):
         async_url = normalise_url(url)
         kwargs: dict[str, Any] = {}
         if async_url.startswith("sqlite"):
-            path = _sqlite_path(async_url)
+            path = sqlite_path(async_url)
             if path is not None:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +223,7 @@ class Store(Coordination, ReferenceStore):
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
             message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
-            if (path := _sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
+            if (path := sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
                 message += _directory_cause(path)
             # A server that does not answer may come back (75); a SQLite file we cannot open, or
             # a server that refuses our credentials or database name, needs a person (78).
@@ -227,7 +233,7 @@ class Store(Coordination, ReferenceStore):
         except BaseException:
             await engine.dispose()
             raise
-        path = _sqlite_path(async_url) if store.dialect == "sqlite" else None
+        path = sqlite_path(async_url) if store.dialect == "sqlite" else None
         if path is not None and migrate:
             opened = path.stat()
             store._file = (path, opened.st_dev, opened.st_ino)
@@ -279,7 +285,7 @@ class Store(Coordination, ReferenceStore):
         its own pages as it reads them; nothing to do there."""
         if self.dialect != "sqlite":
             return
-        where = _sqlite_path(str(self.engine.url)) or "in memory"
+        where = sqlite_path(str(self.engine.url)) or "in memory"
         try:
             async with self.engine.connect() as conn:
                 found = [r[0] for r in (await conn.exec_driver_sql("PRAGMA quick_check(3)")).all()]

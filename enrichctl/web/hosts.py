@@ -14,18 +14,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+from enrichctl.loopback import host_is_loopback
+
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def host_is_loopback(host: str) -> bool:
-    """True for a loopback name or address (a bind address or a request's host, without port)."""
-    if host.lower().rstrip(".") in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname may resolve anywhere: treat it as exposed
 
 
 def host_without_port(header: str) -> str:

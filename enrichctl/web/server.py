@@ -29,12 +29,13 @@ from enrichctl.errors import (
     UsageError,
 )
 from enrichctl.logs import get_logger, log_event
+from enrichctl.loopback import host_is_loopback
 from enrichctl.providers.base import provider_check
 from enrichctl.settings import Settings
 from enrichctl.web import openapi
 from enrichctl.web.cache import Rendered, SharedBuilds
 from enrichctl.web.connections import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
-from enrichctl.web.hosts import HostPolicy, host_is_loopback
+from enrichctl.web.hosts import HostPolicy
 from enrichctl.web.page import page_routes
 from enrichctl.web.params import (
     history_limit,
@@ -59,6 +60,7 @@ class AppState:
     builds: SharedBuilds = field(default_factory=SharedBuilds)
     runs: set[asyncio.Task[service.RunReport]] = field(default_factory=set)
     session: service.Session | None = None
+    now: int | None = None  # a fixed instant (epoch ms) to judge staleness at, as status --as-of
 
 
 STATE: web.AppKey[AppState] = web.AppKey("enrichctl_state", AppState)
@@ -229,13 +231,15 @@ def _served(result: Rendered) -> web.Response:
 
 async def overview(request: web.Request) -> web.Response:
     query_check(request.query, ())
-    return _served(await _document(request, ("overview",), lambda s: s.overview()))
+    now = request.app[STATE].now
+    return _served(await _document(request, ("overview",), lambda s: s.overview(now)))
 
 
 async def health(request: web.Request) -> web.Response:
     """Derived from the shared overview build, as ``Session.health`` derives it from the overview."""
     query_check(request.query, ())
-    overview_doc = (await _document(request, ("overview",), lambda s: s.overview())).doc
+    now = request.app[STATE].now
+    overview_doc = (await _document(request, ("overview",), lambda s: s.overview(now))).doc
     doc = dashboard.health_from_overview(overview_doc)
     return json_response(doc, 503 if doc["status"] == "unhealthy" else 200)
 
@@ -248,7 +252,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def job_status(request: web.Request) -> web.Response:
     query_check(request.query, ())
     symbol = symbol_param(request.match_info["symbol"])
-    return _served(await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol)))
+    now = request.app[STATE].now
+    return _served(await _document(request, ("job-status", symbol), lambda s: s.job_status(symbol, now)))
 
 
 async def history(request: web.Request) -> web.Response:
@@ -340,14 +345,17 @@ def _run_done(state: AppState, task: asyncio.Task[service.RunReport]) -> None:
 # --- the app --------------------------------------------------------------------------------
 
 
-def app_create(settings: Settings, bind_host: str | None = None) -> web.Application:
+def app_create(
+    settings: Settings, bind_host: str | None = None, *, now: int | None = None
+) -> web.Application:
     """The serve application for a server on ``bind_host`` (default ``serve.host``). Its session
     opens on startup and closes on cleanup, after the background runs it started have been
-    cancelled and have recorded how they ended."""
+    cancelled and have recorded how they ended. ``now`` (epoch ms) fixes the instant the overview,
+    health and job-status documents judge staleness at (tests; ``serve --as-of``)."""
     secret = settings.serve.token.get_secret_value() if settings.serve.token else ""
     hosts = HostPolicy.for_bind(bind_host or settings.serve.host, settings.serve.allowed_hosts)
     connections = ConnectionGuard(settings.serve.max_connections, settings.serve.idle_timeout_seconds)
-    state = AppState(settings, secret.encode() if secret else None, hosts, connections)
+    state = AppState(settings, secret.encode() if secret else None, hosts, connections, now=now)
     app = web.Application(middlewares=[connections_middleware, errors_middleware, hosts_middleware],
                           client_max_size=CLIENT_MAX_SIZE)
     app[STATE] = state
@@ -399,12 +407,14 @@ def bind_check(host: str, settings: Settings) -> None:
         )
 
 
-async def serve_main(settings: Settings, host: str | None, port: int | None) -> None:
+async def serve_main(
+    settings: Settings, host: str | None, port: int | None, *, now: int | None = None
+) -> None:
     """Serve until cancelled (SIGTERM/SIGINT), then stop background runs and close the store."""
     host = host or settings.serve.host
     port = settings.serve.port if port is None else port
     bind_check(host, settings)
-    app = app_create(settings, host)
+    app = app_create(settings, host, now=now)
     if app[STATE].hosts.any_host:
         log_event(log, logging.WARNING, "serve_any_host", host=host,
                   hint="requests naming any host are answered; set serve.allowed_hosts to the "

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import fake_polygon, polygon_config

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import fake_polygon, polygon_config
@@ -17,6 +18,7 @@ SYMBOLS = ("AAPL", "MSFT", "NVDA")
 # One request per 4 s window: every symbol after the first waits for the quota, long enough
 # (over QUOTA_NOTICE_S) to be shown even when a loaded machine spends a second on each job.
 SLOW_PLAN = "requests_per_minute = 1\nrate_window_seconds = 4\n"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _hold(fake) -> None:
@@ -38,7 +40,13 @@ def test_progress_says_it_waits_for_the_quota_and_shows_an_eta(workspace: Worksp
         result = workspace.run_on_terminal("--config", config, "run", "--as-of", AS_OF, "--since", "2024-05-01")
     assert result.code == 0, result
     assert "waiting for the provider's quota (" in result.err, result
-    assert "eta" in result.err, result
+    # A real estimate, not only the label: with two of three jobs done, one job is left, and a
+    # job takes about one 4 s quota window, so the ETA is a few seconds (rich: H:MM:SS).
+    screen = ANSI.sub("", result.err)
+    left = [int(h) * 3600 + int(m) * 60 + int(s)
+            for h, m, s in re.findall(r"2/3 [^\r\n]*? eta (\d+):(\d\d):(\d\d)", screen)]
+    assert left, result
+    assert all(1 <= seconds <= 20 for seconds in left), left
     assert "run 1 succeeded" in result.out and "\x1b" not in result.out, result
 
 

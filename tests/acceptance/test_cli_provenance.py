@@ -12,8 +12,8 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import fake_polygon, polygon_config

@@ -3,10 +3,16 @@ it. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
+from enrichctl.calendar import SessionCalendar
+from enrichctl.domain import AssetClass, Series, Timeframe
+from enrichctl.providers.demo import DemoProvider
+
+from .fake_polygon_thread import fake_polygon, polygon_config
 from .workspace import AS_OF, LAST_BAR, Workspace
 
 TABLES_BY_SYMBOL = ("bars", "indicators", "quality_issues", "tasks", "jobs", "requests", "series")
@@ -70,3 +76,30 @@ def test_removing_one_timeframe_of_a_configured_symbol_says_it_is_still_configur
     assert stored.bars("AAPL", "1h") == [] and len(stored.bars("AAPL", "1d")) > 0
     # The symbol keeps its job records while one of its series is stored.
     assert _rows_of(stored, "AAPL")["jobs"] == 1
+
+
+def test_series_list_at_80_columns_keeps_the_synthetic_mark(machine: Workspace) -> None:
+    """The provider column is dropped at 80 columns; which rows are synthetic must still show,
+    and only those: AAPL from the demo provider, MSFT from (a fake) Polygon. (Before the mark,
+    nothing in the narrow table told them apart.)"""
+    demo = DemoProvider(SessionCalendar())
+    with fake_polygon() as fake:
+        asyncio.run(fake.hold_from(demo, Series("MSFT", AssetClass.STOCK, Timeframe.D1),
+                                   1_714_521_600_000, 1_717_545_600_000))
+        config = str(machine.write("polygon.toml", polygon_config(fake, symbols=("MSFT",))))
+        real = machine("--config", config, "run", "--as-of", AS_OF, "--since", "2024-05-01")
+    assert real.code == 0, real
+    # Hour bars too: their times ("2024-05-01 14:00 UTC") leave no room for the provider column.
+    synthetic = machine("run", "--provider", "demo", "--symbols", "AAPL", "-t", "1d,1h",
+                        "--as-of", AS_OF, "--since", "2024-05-01")
+    assert synthetic.code == 0, synthetic
+
+    narrow = machine("series", "list", env={"COLUMNS": "80"})
+    assert narrow.code == 0 and all(len(line) <= 80 for line in narrow.out.splitlines()), narrow
+    header = next(line for line in narrow.out.splitlines() if line.startswith("┃"))
+    assert "provider" not in header, "the narrow table drops the provider column"
+    rows = {line.split()[1]: line for line in narrow.out.splitlines() if line.startswith("│")}
+    assert set(rows) == {"AAPL/1d*", "AAPL/1h*", "MSFT/1d"}, narrow
+    assert "* synthetic: the demo provider's data, not market data" in narrow.out, narrow
+    wide = machine("series", "list", env={"COLUMNS": "200"})
+    assert "demo (synthetic)" in wide.out and "polygon" in wide.out, wide

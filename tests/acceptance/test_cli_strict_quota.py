@@ -16,8 +16,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import API_KEY, fake_polygon

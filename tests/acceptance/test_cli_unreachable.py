@@ -1,12 +1,14 @@
 """A provider that does not answer at all (a closed port, a name that does not resolve) ends the
 run at once with exit 75 ("try later") and one line naming the cause; the failed jobs and
-``history`` carry that cause, not only "circuit open". Each run gets the workspace's 60 s
-subprocess timeout: the default recovery timeout (30 s) and job retries would take far longer."""
+``history`` carry that cause, not only "circuit open". Each run gets a 60 s subprocess timeout:
+the default recovery timeout (30 s) and job retries would take far longer. A silent server with
+default settings is bounded too, since the default read timeout is short (see the README)."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 
 from .workspace import AS_OF, Workspace
 
@@ -30,11 +32,16 @@ def _config(ws: Workspace, base_url: str, extra: str = "") -> str:
     )))
 
 
-def _unreachable_run(ws: Workspace, base_url: str, cause: str, extra: str = "") -> None:
+def _unreachable_run(
+    ws: Workspace, base_url: str, cause: str, extra: str = "", *, timeout: float = 60
+) -> float:
+    """Run against ``base_url``, check the run and its records name ``cause``; the run's seconds."""
     config = _config(ws, base_url, extra)
     # Error logs only: one log event per failed job, and one line that ends the run.
+    started = time.monotonic()
     result = ws("--config", config, "--log-level", "ERROR", "run", "--as-of", AS_OF,
-                "--since", "2024-05-01", "--json", timeout=60)
+                "--since", "2024-05-01", "--json", timeout=timeout)
+    elapsed = time.monotonic() - started
     assert result.code == 75, result
     said = [line for line in result.err_lines if " error enrichment_failed " not in line]
     assert len(said) == 1, result
@@ -54,9 +61,11 @@ def _unreachable_run(ws: Workspace, base_url: str, cause: str, extra: str = "") 
     jobs = json.loads(detail.out)["jobs"]
     assert len(jobs) == len(SYMBOLS) and all(cause in j["error"] for j in jobs), detail
     assert API_KEY not in history.out + detail.out
-    # Five attempts open the breaker; nothing is sent after that (no 30 s wait, no job retries).
+    # Two transport failures before any answer open the breaker (a wave in flight together counts
+    # together); nothing is sent after that (no 30 s recovery wait, no job retries).
     attempts = ws.query("SELECT count(*) FROM requests")[0][0]
     assert attempts <= 6, attempts
+    return elapsed
 
 
 def test_a_closed_port_ends_the_run_with_75_naming_the_refused_connection(workspace: Workspace) -> None:
@@ -77,3 +86,19 @@ def test_a_server_that_never_answers_ends_the_run_with_75_naming_the_timeout(wor
         port = silent.getsockname()[1]
         _unreachable_run(workspace, f"http://127.0.0.1:{port}",
                          f"no answer from 127.0.0.1:{port} within 0.5 s", "timeout_seconds = 0.5\n")
+
+
+def test_a_silent_server_with_default_settings_ends_the_run_within_about_30_s(
+    workspace: Workspace,
+) -> None:
+    """No timeout override: the defaults alone give up on a provider that never answers. (With
+    one 30 s timeout per request and five failures to open the breaker it took about 60 s.)"""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        # A generous process timeout: a slow run should fail the bound below, not hang the suite.
+        elapsed = _unreachable_run(workspace, f"http://127.0.0.1:{port}",
+                                   f"no answer from 127.0.0.1:{port} within ", timeout=240)
+    print(f"silent provider, default settings: the run ended after {elapsed:.1f} s")
+    assert elapsed < 40, f"the run took {elapsed:.1f} s"

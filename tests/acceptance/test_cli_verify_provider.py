@@ -8,8 +8,8 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import API_KEY, fake_polygon, polygon_config

@@ -24,8 +24,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from enrichctl import service
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import BAR_FIELDS, Bars, Series
-from enrichctl.pipeline.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.providers.base import Provider, RequestSink
 from enrichctl.settings import Settings

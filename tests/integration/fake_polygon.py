@@ -33,6 +33,7 @@ from typing import Any, Self
 import numpy as np
 from aiohttp import web
 
+from enrichctl.calendar import NEW_YORK
 from enrichctl.domain import (
     MS_PER_DAY,
     MS_PER_MINUTE,
@@ -41,7 +42,6 @@ from enrichctl.domain import (
     Series,
     Timeframe,
 )
-from enrichctl.pipeline.calendar import NEW_YORK
 from enrichctl.providers.base import Provider
 
 LIMIT_MAX = 50_000
@@ -108,6 +108,9 @@ class FakePolygon:
         self.auth_error = auth_error
         self.retry_after = retry_after
         self.slow = 0.0  # seconds every answer waits before it is sent
+        # (pause s, pieces): every answer's head goes at once, its body in pieces with a pause
+        # before each, as a slow link or a provider streaming a large page sends it.
+        self.trickle: tuple[float, int] | None = None
         self.requests: list[SeenRequest] = []
         self.rejected_429 = 0
         self.url = ""
@@ -344,7 +347,22 @@ class FakePolygon:
         raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         if self._broken:
             return await self._broken_answer(request, raw, self._broken.popleft())
+        if self.trickle:
+            return await self._trickled_answer(request, raw, *self.trickle)
         return web.Response(body=raw, content_type="application/json")
+
+    async def _trickled_answer(
+        self, request: web.Request, raw: bytes, pause: float, pieces: int
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(raw)
+        await response.prepare(request)
+        step = -(-len(raw) // pieces)
+        for at in range(0, len(raw), step):
+            await asyncio.sleep(pause)
+            await response.write(raw[at : at + step])
+        await response.write_eof()
+        return response
 
     def _refused(self) -> web.Response:
         if self.auth_error == "error":

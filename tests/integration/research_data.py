@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from enrichctl import service
+from enrichctl.calendar import utc_date_ms
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import utc_date_ms
 
 if TYPE_CHECKING:
     from conftest import Database

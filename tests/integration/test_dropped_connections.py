@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from enrichctl import service
+from enrichctl.calendar import utc_date_ms
 from enrichctl.domain import AssetClass, RunStatus, Series, Timeframe
 from enrichctl.errors import StoreError
-from enrichctl.pipeline.calendar import utc_date_ms
 from enrichctl.service import RunOptions, RunReport
 from enrichctl.settings import Settings
 

@@ -1,10 +1,10 @@
-"""``export --format parquet``: the dataset and the single file, read back by pyarrow and DuckDB
-(and polars when installed), equal the store value for value, on SQLite and PostgreSQL; a
-re-run rewrites only the series that changed.
+"""``export --format parquet``: the dataset and the single file, read back by pyarrow, DuckDB and
+polars, equal the store value for value, on SQLite and PostgreSQL; a re-run rewrites only the
+series that changed.
 
-polars is not in the test extra (having it installed broke the systemd test's
-``MemoryDenyWriteExecute=`` check before); the polars case runs where it is installed and
-skips elsewhere.
+polars is in the test extra. It once broke the systemd test's ``MemoryDenyWriteExecute=`` check:
+TA-Lib imports it when present, and polars cannot be imported under MDWE. The run now keeps
+TA-Lib from importing it (``indicators._ta``), which that test proves with polars installed.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import pytest
 
 from enrichctl import exports_parquet, service
 from enrichctl.domain import MS_PER_DAY, Timeframe
 from enrichctl.exports_parquet import ParquetRequest
-from enrichctl.pipeline.calendar import utc_date_ms
+from enrichctl.calendar import utc_date_ms
 from research_data import AS_OF, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 if TYPE_CHECKING:
@@ -96,7 +96,6 @@ async def test_dataset_read_back_by_pyarrow_and_duckdb_equals_the_store(db: Data
 
 
 async def test_dataset_read_back_by_polars(db: Database, tmp_path: Path) -> None:
-    pl = pytest.importorskip("polars", reason="polars is optional (see the module docstring)")
     await fill(db)
     out = tmp_path / "dataset"
     exports_parquet.export_dataset(db.settings(SYMBOLS), out, ParquetRequest(None, None, indicators=False))

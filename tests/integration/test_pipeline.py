@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from enrichctl import service
+from enrichctl.calendar import SessionCalendar, days_ago_ms, utc_date_ms
 from enrichctl.domain import (
     BAR_FIELDS,
     MS_PER_DAY,
@@ -32,7 +33,6 @@ from enrichctl.errors import (
     ProviderError,
     RetryableProviderError,
 )
-from enrichctl.pipeline.calendar import SessionCalendar, days_ago_ms, utc_date_ms
 from enrichctl.pipeline.plan import Mode
 from enrichctl.providers.base import RequestSink
 from enrichctl.providers.demo import DemoProvider

@@ -16,9 +16,9 @@ import pytest
 from fake_polygon import FakePolygon
 
 from enrichctl import service
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Series, Timeframe
 from enrichctl.errors import EXIT_CONFIG, EXIT_OK
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.pipeline.plan import Mode
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.settings import Settings

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fake_polygon import FakePolygon
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
 from enrichctl.errors import (
     ConfigError,
@@ -24,7 +25,6 @@ from enrichctl.errors import (
     ProviderAuthError,
     RetryableProviderError,
 )
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.base import Provider, RequestRecord
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.providers.polygon import PolygonProvider
@@ -67,11 +67,11 @@ class Client:
 
     def __init__(self, fake: FakePolygon, calendar: SessionCalendar, *, key: str = KEY,
                  rpm: int = 0, rate_interval: float = 60.0, rate_margin: float = 0.02,
-                 timeout: float = 5.0, **resilience: Any) -> None:
+                 timeout: float = 5.0, read_timeout: float = 10.0, **resilience: Any) -> None:
         self.records: list[RequestRecord] = []
         self.registry = ResilienceRegistry()
         settings = PolygonSettings(api_key=key, base_url=fake.url, requests_per_minute=rpm,
-                                   timeout_seconds=timeout)
+                                   timeout_seconds=timeout, read_timeout_seconds=read_timeout)
         self.provider = PolygonProvider(
             settings, calendar, sink=self.records.append, registry=self.registry,
             resilience=ResilienceSettings(**{**FAST, **resilience}), rate_interval=rate_interval,
@@ -315,6 +315,51 @@ async def test_transient_failures_are_retryable(
     assert [(r.status, r.ok, r.attempt) for r in c.records] == [(expected_status, False, 1)]
     if how == "429":
         assert caught.value.retry_after == pytest.approx(0.05)
+
+
+async def test_a_slow_provider_that_keeps_sending_is_not_cut_off(
+    fake: FakePolygon, calendar: SessionCalendar, demo: DemoProvider
+) -> None:
+    """Its first byte after 0.3 s, then the body over 1.2 s in pieces: longer than the 0.5 s read
+    timeout in all, but never silent for that long, so it is one successful request."""
+    held = await fake.hold_from(demo, AAPL_1D, NOW - 300 * MS_PER_DAY, NOW)
+    fake.slow, fake.trickle = 0.3, (0.15, 8)
+    async with Client(fake, calendar, timeout=5.0, read_timeout=0.5, retry_max_retries=0) as c:
+        started = time.monotonic()
+        bars = await c.provider.fetch_bars(AAPL_1D, NOW - 300 * MS_PER_DAY, NOW)
+        took = time.monotonic() - started
+    assert_same_bars(bars, held)
+    assert took > 1.2 and [(r.status, r.ok) for r in c.records] == [(200, True)]
+
+
+async def test_silence_is_cut_at_the_read_timeout_not_at_the_whole_request_bound(
+    fake: FakePolygon, calendar: SessionCalendar
+) -> None:
+    fake.slow = 3.0
+    async with Client(fake, calendar, timeout=30.0, read_timeout=0.3, retry_max_retries=0) as c:
+        started = time.monotonic()
+        with pytest.raises(RetryableProviderError) as caught:
+            await c.provider.fetch_bars(AAPL_1D, 0, NOW)
+        took = time.monotonic() - started
+    hostport = fake.url.removeprefix("http://")
+    assert caught.value.message == f"no answer from {hostport} within 0.3 s"
+    assert caught.value.status is None and took < 2.0, took
+    assert [(r.status, r.error) for r in c.records] == [(None, caught.value.message)]
+
+
+async def test_a_body_that_stops_arriving_says_so(
+    fake: FakePolygon, calendar: SessionCalendar, demo: DemoProvider
+) -> None:
+    """The head came (the provider is there), then the body stalled: a retryable failure that
+    does not make the provider look unreachable."""
+    await fake.hold_from(demo, AAPL_1D, NOW - 30 * MS_PER_DAY, NOW)
+    fake.trickle = (1.0, 2)
+    async with Client(fake, calendar, read_timeout=0.3, retry_max_retries=0) as c:
+        with pytest.raises(RetryableProviderError) as caught:
+            await c.provider.fetch_bars(AAPL_1D, NOW - 30 * MS_PER_DAY, NOW)
+    hostport = fake.url.removeprefix("http://")
+    assert caught.value.message == f"{hostport} stopped sending its answer for 0.3 s"
+    assert caught.value.status == 200
 
 
 async def test_a_5xx_burst_is_ridden_out_by_the_retries(

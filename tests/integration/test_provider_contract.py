@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from fake_polygon import FakePolygon
 
+from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
 from enrichctl.errors import PermanentProviderError
-from enrichctl.pipeline.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms, utc_date_ms
 from enrichctl.providers.base import GroupedDailySource, Provider, RequestRecord
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.providers.polygon import PolygonProvider

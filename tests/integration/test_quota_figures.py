@@ -14,9 +14,9 @@ from fake_polygon import FakePolygon
 from prometheus_client.parser import text_string_to_metric_families
 
 from enrichctl import prom, service
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe, ms_to_iso
 from enrichctl.errors import EXIT_OK
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.settings import Settings
 

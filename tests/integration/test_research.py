@@ -16,7 +16,7 @@ import enrichctl
 from enrichctl import service
 from enrichctl.domain import MS_PER_DAY, Timeframe
 from enrichctl.errors import ConfigError, NotFound, TemporaryError
-from enrichctl.pipeline.calendar import utc_date_ms
+from enrichctl.calendar import utc_date_ms
 from enrichctl.settings import settings_load
 from research_data import AAPL_HOLE, BAR_VALUES, SYMBOLS, expected_frame, fill
 

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from enrichctl import service
+from enrichctl.calendar import utc_date_ms
 from enrichctl.domain import (
     MS_PER_DAY,
     AssetClass,
@@ -33,7 +34,6 @@ from enrichctl.errors import (
     StoreError,
     TemporaryError,
 )
-from enrichctl.pipeline.calendar import utc_date_ms
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.service import RunOptions
 from enrichctl.store import migrate

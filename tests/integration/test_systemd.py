@@ -7,6 +7,7 @@ Needs ``systemd-analyze``; skipped without it, except under ``CI=true`` where th
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import shutil
@@ -270,7 +271,11 @@ os.execv(sys.argv[1], sys.argv[1:])
 
 def test_a_run_works_without_writable_executable_memory(tmp_path: Path) -> None:
     """The kernel's own MemoryDenyWriteExecute (PR_SET_MDWE, Linux 6.3+), inherited across exec:
-    CPython, numpy, TA-Lib, aiosqlite and the demo provider run a whole pipeline under it."""
+    CPython, numpy, TA-Lib, aiosqlite and the demo provider run a whole pipeline under it.
+
+    With polars installed (the test extra), as on a research machine: TA-Lib imports polars when
+    it can, and polars cannot be imported under MDWE, so this also proves the run never does."""
+    assert importlib.util.find_spec("polars") is not None, "install the test extra: pip install '.[test]'"
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) < 0 and ctypes.get_errno() == 22:  # EINVAL
         pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")

@@ -13,9 +13,9 @@ from conftest import bars_equal
 from fake_polygon import FakePolygon
 
 from enrichctl import service
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import MS_PER_DAY, AssetClass, Bars, Series, Timeframe
 from enrichctl.errors import EXIT_FAILED, EXIT_OK
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.providers.polygon import PolygonProvider
 from enrichctl.settings import PolygonSettings, Settings

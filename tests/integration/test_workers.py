@@ -36,8 +36,8 @@ import pytest
 import sqlalchemy as sa
 from fake_polygon import FakePolygon
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.providers.demo import DemoProvider
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from enrichctl.pipeline.calendar import SessionCalendar, _cache_file, utc_date_ms
+from enrichctl.calendar import SessionCalendar, _cache_file, utc_date_ms
 
 
 def test_a_cached_calendar_has_exactly_the_built_sessions(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import AssetClass, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, utc_date_ms
 from enrichctl.pipeline.score import expected_bars
 from enrichctl.providers.reference import CorporateAction
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from enrichctl.calendar import SessionCalendar, calendar_days, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
-from enrichctl.pipeline.calendar import SessionCalendar, calendar_days, utc_date_ms
 from enrichctl.providers.base import Provider, RequestRecord
 from enrichctl.providers.demo import CHUNK_BARS, DemoProvider
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from enrichctl.calendar import SessionCalendar, calendar_days, utc_date_ms
 from enrichctl.domain import (
     MS_PER_DAY,
     AssetClass,
@@ -19,7 +20,6 @@ from enrichctl.domain import (
     Severity,
     Timeframe,
 )
-from enrichctl.pipeline.calendar import SessionCalendar, calendar_days, utc_date_ms
 from enrichctl.pipeline.quality import (
     MAX_ISSUES_PER_KIND,
     CheckResult,

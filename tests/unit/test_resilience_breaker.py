@@ -109,7 +109,8 @@ async def test_permanent_client_errors_do_not_count_as_failures() -> None:
 
 async def test_timeouts_and_connection_errors_count_as_failures() -> None:
     breaker = make(FakeClock(auto_advance=False))
-    for exc_type in [TimeoutError, ConnectionResetError] * 2:
+    await outcome(breaker, succeed=True)  # it answered once: the failure rate decides
+    for exc_type in [TimeoutError, ConnectionResetError, TimeoutError]:
 
         async def broken(exc_type: type[Exception] = exc_type) -> None:
             raise exc_type()
@@ -317,3 +318,62 @@ async def test_5xx_answers_open_the_breaker_but_do_not_make_it_unreachable() -> 
     with pytest.raises(CircuitOpen) as caught:
         await breaker.call(ok)
     assert "HTTP 503" in caught.value.message
+
+
+async def silent() -> None:
+    raise RetryableProviderError("no answer from 127.0.0.1:9 within 10 s")
+
+
+async def test_two_transport_failures_before_any_answer_open_it() -> None:
+    """One request at a time (a single job, the corporate-actions look-up): the second timeout
+    says the provider is not there, not the fifth."""
+    breaker = make(FakeClock(), minimum_calls=5)
+    with pytest.raises(RetryableProviderError):
+        await breaker.call(silent)
+    assert breaker.state is BreakerState.CLOSED  # one may be a blip: the retry gets its chance
+    with pytest.raises(RetryableProviderError):
+        await breaker.call(silent)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.unreachable_cause == "no answer from 127.0.0.1:9 within 10 s"
+
+
+async def test_a_wave_of_concurrent_timeouts_opens_it_at_once() -> None:
+    """Four requests in flight time out together: they count together, so the wave opens it and
+    no second wave is sent."""
+    breaker = make(FakeClock(), minimum_calls=5)
+    release = asyncio.Event()
+
+    async def hanging() -> None:
+        await release.wait()
+        await silent()
+
+    wave = [asyncio.ensure_future(breaker.call(hanging)) for _ in range(4)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*wave, return_exceptions=True)
+    assert all(isinstance(r, RetryableProviderError) for r in results)
+    assert breaker.state is BreakerState.OPEN and breaker.snapshot()["times_opened"] == 1
+    with pytest.raises(CircuitOpen, match="no answer from 127.0.0.1:9"):
+        await breaker.call(ok)
+
+
+async def test_a_provider_that_answered_is_not_cut_off_by_two_timeouts() -> None:
+    """A slow provider that works has answered: its timeouts go into the failure rate."""
+    breaker = make(FakeClock(), minimum_calls=5, window_size=20)
+    for _ in range(3):
+        await outcome(breaker, succeed=True)
+    for _ in range(2):
+        with pytest.raises(RetryableProviderError):
+            await breaker.call(silent)
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_an_answer_in_between_starts_the_count_again() -> None:
+    breaker = make(FakeClock(), minimum_calls=5, unreachable_after=3)
+    for _ in range(2):
+        with pytest.raises(RetryableProviderError):
+            await breaker.call(silent)
+    await outcome(breaker, succeed=False)  # a 503: the provider is there after all
+    with pytest.raises(RetryableProviderError):
+        await breaker.call(silent)
+    assert breaker.state is BreakerState.CLOSED and breaker.unreachable_cause is None

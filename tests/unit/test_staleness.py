@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from enrichctl.pipeline.calendar import utc_date_ms
+from enrichctl.calendar import utc_date_ms
 from enrichctl.settings import ScheduleSettings
 from enrichctl.staleness import RUN_ALLOWANCE_MS, last_elapse, schedule_reference
 
