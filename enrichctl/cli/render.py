@@ -23,9 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from enrichctl.cli.tablefit import Col, bar_time, fitted, seconds, when
 from enrichctl.domain import ms_to_iso, printable
 from enrichctl.logs import log_event
-from enrichctl.tablefit import Col, bar_time, fitted, seconds, when
 
 # Wide enough for every table when piped or logged: rich would squeeze them into 80 columns and
 # cut statuses and timestamps ("succe…"). A terminal, or $COLUMNS, still decides the width.
