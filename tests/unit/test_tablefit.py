@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from enrichctl.tablefit import Col, bar_time, fitted, seconds, when
+from enrichctl.cli.tablefit import Col, bar_time, fitted, seconds, when
 
 ROWS = [
     {"symbol": "X:BTCUSD", "status": "succeeded", "at": "2024-06-05T00:00:00Z", "n": 123456,

@@ -1,5 +1,6 @@
 """The console script. ``enrichctl --version`` answers here, before the CLI and what it pulls
-in (typer, pydantic, numpy: most of a second) is imported; everything else goes to ``cli.main``."""
+in (typer, pydantic, numpy: most of a second) is imported; everything else goes to
+``cli.app.main``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,6 @@ def main() -> None:
 
         print(f"enrichctl {version('enrichctl')}")
         return
-    from enrichctl.cli import main as cli_main
+    from enrichctl.cli.app import main as cli_main
 
     cli_main()

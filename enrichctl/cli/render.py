@@ -23,9 +23,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from enrichctl.cli.tablefit import Col, bar_time, fitted, seconds, when
 from enrichctl.domain import ms_to_iso, printable
 from enrichctl.logs import log_event
-from enrichctl.tablefit import Col, bar_time, fitted, seconds, when
 
 # Wide enough for every table when piped or logged: rich would squeeze them into 80 columns and
 # cut statuses and timestamps ("succe…"). A terminal, or $COLUMNS, still decides the width.
@@ -415,7 +415,8 @@ def config(doc: dict[str, Any], prefix: str = "") -> None:
             out.print(f"{prefix}{key} = {_v(value)}")
 
 
-SYNTHETIC_MARK = "*"
+# The inventory marks synthetic series with a star: its narrow table has no room for "(demo)".
+INVENTORY_MARK = "*"
 
 
 def series_inventory(doc: dict[str, Any]) -> None:
@@ -425,7 +426,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
     # The provider column is among the first dropped at 80 columns; synthetic data must never
     # pass for market data, so the always-shown series column carries a mark, explained below.
     def series(s: dict[str, Any]) -> str:
-        mark = f"[yellow]{SYNTHETIC_MARK}[/]" if s["synthetic"] else ""
+        mark = f"[yellow]{INVENTORY_MARK}[/]" if s["synthetic"] else ""
         return f"{s['symbol']}/{s['timeframe']}{mark}"
 
     cols = (
@@ -442,7 +443,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
     out.print(fitted("stored series", cols, doc["series"], out.width))
     out.print(f"{doc['count']} series, {doc['bars']} bars")
     if any(s["synthetic"] for s in doc["series"]):
-        out.print(f"[yellow]{SYNTHETIC_MARK}[/] synthetic: the demo provider's data, not market data")
+        out.print(f"[yellow]{INVENTORY_MARK}[/] synthetic: the demo provider's data, not market data")
 
 
 def run_detail(doc: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from enrichctl import render
-from enrichctl.cli import JSON_HELP, _instant, _one_symbol, _print_json, _run, _settings, _timeframes, _with_session
+from enrichctl.cli import render
+from enrichctl.cli.app import JSON_HELP, _instant, _one_symbol, _print_json, _run, _settings, _timeframes, _with_session
 
 series_app = typer.Typer(help="What is stored: list series, remove one.", no_args_is_help=True)
 

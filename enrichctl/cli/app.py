@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import click
 import typer
 
-from enrichctl import render
+from enrichctl.cli import render
 from enrichctl.domain import (
     EARLIEST_MS,
     AssetClass,
@@ -554,7 +554,7 @@ def db_upgrade() -> None:
 
 
 # The inventory commands live in their own module (it imports the helpers above).
-from enrichctl.cli_series import series_app  # noqa: E402
+from enrichctl.cli.series import series_app  # noqa: E402
 
 app.add_typer(series_app, name="series")
 
