@@ -32,7 +32,8 @@ from enrichctl.errors import ConfigError, NotFound, StoreError, TemporaryError
 from enrichctl.store import queries
 
 # The store's own reading of URLs and driver errors, so both say the same things.
-from enrichctl.store.repo import _public, _short, _unreachable, normalise_url
+from enrichctl.store.connect import _public, _unreachable, normalise_url
+from enrichctl.store.faults import _short
 from enrichctl.store.tables import INDICATOR_KEY, bars, indicators_table, quality_issues
 
 T = TypeVar("T")
