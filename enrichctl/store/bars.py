@@ -5,22 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 from enrichctl.domain import Bars, Series
-from enrichctl.store import queries
 from enrichctl.store.core import StoreCore
+from enrichctl.store.queries import bars as bars_sql
+from enrichctl.store.queries import driver as raw_sql
 from enrichctl.store.tables import INDICATOR_KEY
 
 
 class BarReads(StoreCore):
 
     async def bars_range(self, series: Series, start: int | None = None, end: int | None = None) -> Bars:
-        sql = queries.bars_select_sql(self.dialect, start, end)
+        sql = raw_sql.bars_select_sql(self.dialect, start, end)
         return Bars.from_rows(await self._bars_fetch(sql, series, start, end))
 
     async def bars_tail(self, series: Series, n: int, before: int | None = None) -> Bars:
         """The last ``n`` stored bars (before ``before``), oldest first."""
         if n <= 0:
             return Bars.empty()
-        sql = queries.bars_select_sql(self.dialect, None, None, before, newest=n)
+        sql = raw_sql.bars_select_sql(self.dialect, None, None, before, newest=n)
         return Bars.from_rows(reversed(await self._bars_fetch(sql, series, before)))
 
     async def _bars_fetch(self, sql: str, series: Series, *bounds: int | None) -> list:
@@ -35,14 +36,14 @@ class BarReads(StoreCore):
 
     async def bars_duplicates(self, series: Series) -> list[tuple[int, int]]:
         async with self._read() as conn:
-            rows = await conn.execute(queries.bars_duplicates(series.symbol, series.timeframe))
+            rows = await conn.execute(bars_sql.bars_duplicates(series.symbol, series.timeframe))
             return [(int(ts), int(n)) for ts, n in rows.all()]
 
     async def indicators_range(
         self, series: Series, start: int | None = None, end: int | None = None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(ts, {column: values}) of stored indicator rows, NULL as NaN."""
-        stmt = queries.indicators_select(self.indicators, series.symbol, series.timeframe, start, end)
+        stmt = bars_sql.indicators_select(self.indicators, series.symbol, series.timeframe, start, end)
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         names = [c.name for c in self.indicators.columns if c.name not in INDICATOR_KEY]
@@ -60,32 +61,32 @@ class BarReads(StoreCore):
     async def bars_range_count(self, series: Series, start: int | None, end: int | None) -> int:
         async with self._read() as conn:
             return int((await conn.execute(
-                queries.bars_range_count(series.symbol, series.timeframe, start, end))).scalar_one())
+                bars_sql.bars_range_count(series.symbol, series.timeframe, start, end))).scalar_one())
 
     async def bars_range_ends(self, series: Series, start: int | None, end: int | None
                               ) -> tuple[int | None, int | None]:
         """(first ts, last ts) of the stored bars in [start, end]."""
         async with self._read() as conn:
             first, last = (await conn.execute(
-                queries.bars_range_ends(series.symbol, series.timeframe, start, end))).one()
+                bars_sql.bars_range_ends(series.symbol, series.timeframe, start, end))).one()
         return first, last
 
     async def bars_more_than(self, series: Series, start: int | None, end: int | None, n: int) -> bool:
         async with self._read() as conn:
             found = (await conn.execute(
-                queries.bars_nth_ts(series.symbol, series.timeframe, start, end, n))).first()
+                bars_sql.bars_nth_ts(series.symbol, series.timeframe, start, end, n))).first()
         return found is not None
 
     async def bars_page(self, series: Series, start: int | None, end: int | None, limit: int) -> Bars:
         async with self._read() as conn:
-            result = await conn.execute(queries.bars_page(series.symbol, series.timeframe, start, end, limit))
+            result = await conn.execute(bars_sql.bars_page(series.symbol, series.timeframe, start, end, limit))
             return Bars.from_rows(result.all())
 
     async def bars_bucketed(self, series: Series, start: int | None, end: int | None,
                             origin: int, bucket_ms: int) -> tuple[Bars, np.ndarray, int]:
         """Bars merged into time buckets, the ts of each bucket's last bar, and how many bars
         they merge."""
-        stmt = queries.bars_bucketed(series.symbol, series.timeframe, start, end, origin, bucket_ms)
+        stmt = bars_sql.bars_bucketed(series.symbol, series.timeframe, start, end, origin, bucket_ms)
         async with self._read() as conn:
             rows = (await conn.execute(stmt)).all()
         last = np.fromiter((r[8] for r in rows), dtype=np.int64, count=len(rows))
@@ -98,7 +99,7 @@ class BarReads(StoreCore):
         async with self._read() as conn:
             # Chunks: a bound parameter per timestamp stays under every driver's limit.
             for at in range(0, len(ts), 900):
-                stmt = queries.indicators_at(self.indicators, series.symbol, series.timeframe,
+                stmt = bars_sql.indicators_at(self.indicators, series.symbol, series.timeframe,
                                              ts[at:at + 900])
                 rows.extend((await conn.execute(stmt)).all())
         if not rows:

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from enrichctl.errors import StoreLost
-from enrichctl.store import queries
 from enrichctl.store.faults import store_error
+from enrichctl.store.queries import driver as raw_sql
 from enrichctl.store.tables import INDICATOR_KEY
 
 
@@ -73,15 +73,15 @@ class StoreCore:
             return
         raw = (await conn.get_raw_connection()).driver_connection
         if self.dialect == "sqlite":
-            cursor = await raw.executemany(queries.bulk_upsert_sqlite(table, INDICATOR_KEY, columns), rows)
+            cursor = await raw.executemany(raw_sql.bulk_upsert_sqlite(table, INDICATOR_KEY, columns), rows)
             await cursor.close()
             return
         types = {c: "double precision" for c in columns} | {
             "symbol": "text", "timeframe": "text", "ts": "bigint", "trades": "bigint"}
-        await raw.execute(queries.staging_create(table, columns, types))
-        await raw.copy_records_to_table(queries.staging_name(table, columns), records=rows,
+        await raw.execute(raw_sql.staging_create(table, columns, types))
+        await raw.copy_records_to_table(raw_sql.staging_name(table, columns), records=rows,
                                         columns=list(columns))
-        await raw.execute(queries.staging_upsert(table, INDICATOR_KEY, columns))
+        await raw.execute(raw_sql.staging_upsert(table, INDICATOR_KEY, columns))
 
     async def _driver(self, conn: AsyncConnection, sql: str, params: list | tuple = (),
                       many: bool = False) -> list[tuple]:
@@ -89,7 +89,7 @@ class StoreCore:
         through the driver, inside the transaction of ``conn``: one hop to aiosqlite's thread
         where SQLAlchemy's adapter takes several. Returns the rows it gives."""
         raw = (await conn.get_raw_connection()).driver_connection
-        sql = queries.driver_sql(self.dialect, sql)
+        sql = raw_sql.driver_sql(self.dialect, sql)
         if self.dialect == "sqlite":
             if many:
                 await (await raw.executemany(sql, params)).close()
@@ -110,5 +110,5 @@ class StoreCore:
         """INSERT (or, with ``key``, upsert) (columns, parameters) rows: one executemany per
         column list."""
         for columns in dict.fromkeys(cols for cols, _ in rows):
-            await self._driver(conn, queries.row_insert_sql(table, columns, key),
+            await self._driver(conn, raw_sql.row_insert_sql(table, columns, key),
                                [params for cols, params in rows if cols == columns], many=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from enrichctl.store import queries
 from enrichctl.store.core import StoreCore
+from enrichctl.store.queries import metrics as metrics_sql
 from enrichctl.store.rows import QuotaRow
 
 
@@ -15,17 +15,17 @@ class MetricsReads(StoreCore):
         """``provider``'s requests since ``window_since`` (its quota window) and its 429s then
         and since ``since``."""
         async with self._read() as conn:
-            row = (await conn.execute(queries.requests_quota(since, window_since, provider))).one()
+            row = (await conn.execute(metrics_sql.requests_quota(since, window_since, provider))).one()
         return QuotaRow(int(row.window_requests), int(row.window_refused), int(row.refused),
                         int(row.last_refused_at) if row.last_refused_at is not None else None)
 
     async def metrics_raw(self, since: int) -> dict[str, Any]:
         """The aggregates behind the metrics document, over [since, now]."""
         async with self._read() as conn:
-            total, ok, avg_latency = (await conn.execute(queries.metrics_requests(since))).one()
-            task_row = (await conn.execute(queries.metrics_tasks(since))).one()
-            issues = (await conn.execute(queries.metrics_issues(since))).all()
-            score = (await conn.execute(queries.metrics_quality_score())).scalar()
+            total, ok, avg_latency = (await conn.execute(metrics_sql.metrics_requests(since))).one()
+            task_row = (await conn.execute(metrics_sql.metrics_tasks(since))).one()
+            issues = (await conn.execute(metrics_sql.metrics_issues(since))).all()
+            score = (await conn.execute(metrics_sql.metrics_quality_score())).scalar()
         fetched, written, computations, computed_ok, avg_compute, values = task_row
         return {
             "requests_total": int(total),
@@ -42,9 +42,9 @@ class MetricsReads(StoreCore):
         }
 
     async def prometheus_raw(self, since: int, bounds_ms: tuple[float, ...]) -> dict[str, list]:
-        """The rows behind ``GET /metrics`` (see ``queries.prometheus_aggregates``)."""
+        """The rows behind ``GET /metrics`` (see ``metrics_sql.prometheus_aggregates``)."""
         async with self._read() as conn:
             return {
                 name: list((await conn.execute(stmt)).all())
-                for name, stmt in queries.prometheus_aggregates(since, bounds_ms).items()
+                for name, stmt in metrics_sql.prometheus_aggregates(since, bounds_ms).items()
             }

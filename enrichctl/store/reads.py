@@ -29,11 +29,12 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 
 from enrichctl.errors import ConfigError, NotFound, StoreError, TemporaryError
-from enrichctl.store import queries
 
 # The store's own reading of URLs and driver errors, so both say the same things.
 from enrichctl.store.connect import _public, _unreachable, normalise_url
 from enrichctl.store.faults import _short
+from enrichctl.store.queries import bars as bars_sql
+from enrichctl.store.queries import series as series_sql
 from enrichctl.store.tables import INDICATOR_KEY, bars, indicators_table, quality_issues
 
 T = TypeVar("T")
@@ -223,10 +224,10 @@ class StoreReads:
 
         Two range scans, aligned here: a join would seek the indicator row of every bar, three
         times slower on SQLite than reading both tables in key order."""
-        table = self.source.table(queries.bars_select(symbol, timeframe, start, end))
+        table = self.source.table(bars_sql.bars_select(symbol, timeframe, start, end))
         if not (indicators and self.indicator_names):
             return table
-        ind = self.source.table(queries.indicators_select(self._indicators, symbol, timeframe, start, end))
+        ind = self.source.table(bars_sql.indicators_select(self._indicators, symbol, timeframe, start, end))
         ts, ind_ts = table.column("ts"), ind.column("ts")
         # Every bar has its indicator row (one transaction writes both); take() covers the rest.
         index = None if ts.equals(ind_ts) else pc.index_in(ts, value_set=ind_ts)
@@ -256,7 +257,7 @@ class StoreReads:
         return self.source.table(stmt.order_by(table.c.ts))
 
     def series_read(self, symbol: str | None = None) -> pa.Table:
-        return self.source.table(queries.series_select(symbol))
+        return self.source.table(series_sql.series_select(symbol))
 
     def issues_read(self, symbol: str | None = None) -> pa.Table:
         stmt = sa.select(quality_issues)
@@ -266,7 +267,7 @@ class StoreReads:
                                                quality_issues.c.ts, quality_issues.c.id))
 
     def series_row(self, symbol: str, timeframe: str) -> dict[str, Any]:
-        rows = self.source.table(queries.series_one(symbol, timeframe)).to_pylist()
+        rows = self.source.table(series_sql.series_one(symbol, timeframe)).to_pylist()
         if not rows:
             stored = sorted({f"{r['symbol']}/{r['timeframe']}" for r in self.series_read(symbol).to_pylist()})
             hint = f" (stored: {', '.join(stored)})" if stored else ""

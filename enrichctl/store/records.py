@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from enrichctl.domain import RequestRecord, now_ms
-from enrichctl.store import queries
 from enrichctl.store.core import StoreCore
+from enrichctl.store.queries import runs as runs_sql
 from enrichctl.store.rows import JobRow, RunRow, TaskRow, row_to
 from enrichctl.store.writes import _request_rows
 
@@ -19,40 +19,40 @@ class RunRecords(StoreCore):
         """Provider calls made outside a run (``verify --against-provider``)."""
         if requests:
             async with self._write() as conn:
-                await conn.execute(queries.requests_insert(), _request_rows(None, requests))
+                await conn.execute(runs_sql.requests_insert(), _request_rows(None, requests))
 
     async def run_create(self, **values) -> int:
         async with self._write() as conn:
-            return int((await conn.execute(queries.run_insert(**values))).scalar_one())
+            return int((await conn.execute(runs_sql.run_insert(**values))).scalar_one())
 
     async def run_update(self, run_id: int, **values) -> None:
         async with self._write() as conn:
-            await conn.execute(queries.run_update(run_id, **values))
+            await conn.execute(runs_sql.run_update(run_id, **values))
 
     async def run_get(self, run_id: int) -> RunRow | None:
         async with self._read() as conn:
-            row = (await conn.execute(queries.run_one(run_id))).first()
+            row = (await conn.execute(runs_sql.run_one(run_id))).first()
             return row_to(RunRow, row) if row else None
 
     async def runs_recent(self, limit: int) -> list[RunRow]:
         async with self._read() as conn:
-            rows = await conn.execute(queries.runs_recent(limit))
+            rows = await conn.execute(runs_sql.runs_recent(limit))
             return [row_to(RunRow, r) for r in rows.all()]
 
     async def runs_last_succeeded_at(self) -> int | None:
         async with self._read() as conn:
-            return (await conn.execute(queries.runs_last_succeeded_at())).scalar()
+            return (await conn.execute(runs_sql.runs_last_succeeded_at())).scalar()
 
     async def runs_running(self) -> list[RunRow]:
         async with self._read() as conn:
-            return [row_to(RunRow, r) for r in (await conn.execute(queries.runs_running())).all()]
+            return [row_to(RunRow, r) for r in (await conn.execute(runs_sql.runs_running())).all()]
 
     async def jobs_create(self, run_id: int, instruments, up_to_date: frozenset[str] = frozenset()) -> None:
         """One pending job per instrument; those in ``up_to_date`` (nothing to fetch or compute)
         are recorded as done at once instead of going through claims."""
         now = now_ms()
         async with self._write() as conn:
-            await conn.execute(queries.job_insert(), [_job_row(run_id, i, i.symbol in up_to_date, now)
+            await conn.execute(runs_sql.job_insert(), [_job_row(run_id, i, i.symbol in up_to_date, now)
                                                       for i in instruments])
 
     async def jobs_add(self, run_id: int, instruments) -> bool:
@@ -61,43 +61,43 @@ class RunRecords(StoreCore):
         now = now_ms()
         async with self._write() as conn:
             if self.dialect == "postgresql":
-                await conn.execute(sa.text(queries.RUN_JOBS_LOCK), {"run_id": run_id})
-            if (await conn.execute(queries.run_jobs_grow(run_id, len(instruments)))).rowcount != 1:
+                await conn.execute(sa.text(runs_sql.RUN_JOBS_LOCK), {"run_id": run_id})
+            if (await conn.execute(runs_sql.run_jobs_grow(run_id, len(instruments)))).rowcount != 1:
                 return False
-            await conn.execute(queries.job_insert_missing(self.dialect),
+            await conn.execute(runs_sql.job_insert_missing(self.dialect),
                                [_job_row(run_id, i, False, now) for i in instruments])
             return True
 
     async def jobs_latest(self) -> dict[str, JobRow]:
         async with self._read() as conn:
-            rows = await conn.execute(queries.jobs_latest_per_symbol())
+            rows = await conn.execute(runs_sql.jobs_latest_per_symbol())
             return {r.symbol: row_to(JobRow, r) for r in rows.all()}
 
     async def jobs_of_symbol(self, symbol: str, limit: int = 10) -> list[JobRow]:
         async with self._read() as conn:
-            rows = await conn.execute(queries.jobs_of_symbol(symbol, limit))
+            rows = await conn.execute(runs_sql.jobs_of_symbol(symbol, limit))
             return [row_to(JobRow, r) for r in rows.all()]
 
     async def requests_prune(self, before: int) -> None:
         async with self._write() as conn:
-            await conn.execute(queries.requests_prune(before))
+            await conn.execute(runs_sql.requests_prune(before))
 
     async def requests_count_for_run(self, run_id: int) -> int:
         async with self._read() as conn:
-            return int((await conn.execute(queries.requests_of_run(run_id))).scalar_one())
+            return int((await conn.execute(runs_sql.requests_of_run(run_id))).scalar_one())
 
     async def tasks_of_run(self, run_id: int) -> list[TaskRow]:
         async with self._read() as conn:
-            return [row_to(TaskRow, r) for r in (await conn.execute(queries.tasks_of_run(run_id))).all()]
+            return [row_to(TaskRow, r) for r in (await conn.execute(runs_sql.tasks_of_run(run_id))).all()]
 
     async def requests_of_run_by_series(self, run_id: int) -> list[tuple[str | None, str | None, int, int, float | None]]:
         async with self._read() as conn:
-            rows = (await conn.execute(queries.requests_of_run_by_series(run_id))).all()
+            rows = (await conn.execute(runs_sql.requests_of_run_by_series(run_id))).all()
             return [(s, t, int(n), int(bad or 0), float(ms) if ms is not None else None) for s, t, n, bad, ms in rows]
 
     async def runs_with_status(self, status: str, limit: int) -> list[RunRow]:
         async with self._read() as conn:
-            return [row_to(RunRow, r) for r in (await conn.execute(queries.runs_with_status(status, limit))).all()]
+            return [row_to(RunRow, r) for r in (await conn.execute(runs_sql.runs_with_status(status, limit))).all()]
 
 
 def _job_row(run_id: int, instrument, done: bool, now: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from enrichctl.domain import CorporateAction, now_ms
-from enrichctl.store import queries
+from enrichctl.store.queries import series as series_sql
 
 
 class ReferenceStore:
@@ -25,7 +25,7 @@ class ReferenceStore:
             return
         now = now_ms()
         async with self._write() as conn:
-            await conn.execute(queries.actions_upsert(self.dialect), [
+            await conn.execute(series_sql.actions_upsert(self.dialect), [
                 {"symbol": a.symbol, "kind": a.kind, "ex_date": a.ex_date, "ratio": a.ratio,
                  "amount": a.amount, "provider": provider, "fetched_at": now}
                 for a in actions
@@ -35,5 +35,5 @@ class ReferenceStore:
         self, symbol: str | None = None, provider: str | None = None
     ) -> list[CorporateAction]:
         async with self._read() as conn:
-            rows = (await conn.execute(queries.actions_select(symbol, provider))).all()
+            rows = (await conn.execute(series_sql.actions_select(symbol, provider))).all()
         return [CorporateAction(r.symbol, r.kind, r.ex_date, r.ratio, r.amount) for r in rows]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from enrichctl.domain import Series, now_ms
-from enrichctl.store import queries
 from enrichctl.store.core import StoreCore
+from enrichctl.store.queries import runs as runs_sql
+from enrichctl.store.queries import series as series_sql
 from enrichctl.store.rows import SeriesRow, row_to
 
 
@@ -17,11 +18,11 @@ class SeriesRecords(StoreCore):
         now = now_ms()
         async with self._write() as conn:
             updated = await conn.execute(
-                queries.series_update(series.symbol, series.timeframe.value, updated_at=now, **values)
+                series_sql.series_update(series.symbol, series.timeframe.value, updated_at=now, **values)
             )
             if updated.rowcount == 0:
                 await conn.execute(
-                    queries.series_upsert(self.dialect),
+                    series_sql.series_upsert(self.dialect),
                     {"symbol": series.symbol, "timeframe": series.timeframe.value,
                      "asset_class": series.asset_class.value, "provider": provider,
                      "synthetic": synthetic, "bar_count": 0, "issue_count": 0,
@@ -30,7 +31,7 @@ class SeriesRecords(StoreCore):
 
     async def series_list(self, symbol: str | None = None) -> list[SeriesRow]:
         async with self._read() as conn:
-            rows = await conn.execute(queries.series_select(symbol))
+            rows = await conn.execute(series_sql.series_select(symbol))
             return [row_to(SeriesRow, r) for r in rows.all()]
 
     async def series_rows(self, symbols: Iterable[str] | None = None) -> dict[tuple[str, str], SeriesRow]:
@@ -51,14 +52,14 @@ class SeriesRecords(StoreCore):
         async with self._read() as conn:
             # Chunks: two bound parameters per series stay under every driver's limit.
             for at in range(0, len(pairs), 450):
-                stmt = queries.series_overlap_starts(pairs[at:at + 450], n)
+                stmt = series_sql.series_overlap_starts(pairs[at:at + 450], n)
                 for symbol, timeframe, ts in (await conn.execute(stmt)).all():
                     found[wanted[(symbol, timeframe)]] = None if ts is None else int(ts)
         return found
 
     async def series_get(self, series: Series) -> SeriesRow | None:
         async with self._read() as conn:
-            row = (await conn.execute(queries.series_one(series.symbol, series.timeframe.value))).first()
+            row = (await conn.execute(series_sql.series_one(series.symbol, series.timeframe.value))).first()
             return row_to(SeriesRow, row) if row else None
 
     async def series_remove(self, symbol: str, timeframe: str | None) -> dict[str, int]:
@@ -68,9 +69,9 @@ class SeriesRecords(StoreCore):
         async with self._write() as conn:
             counts = {
                 kind: int((await conn.execute(stmt)).rowcount or 0)
-                for kind, stmt in queries.series_remove_statements(self.indicators, symbol, timeframe).items()
+                for kind, stmt in series_sql.series_remove_statements(self.indicators, symbol, timeframe).items()
             }
-            left = int((await conn.execute(queries.series_count_of_symbol(symbol))).scalar_one())
-            jobs = await conn.execute(queries.jobs_of_symbol_delete(symbol)) if left == 0 else None
+            left = int((await conn.execute(series_sql.series_count_of_symbol(symbol))).scalar_one())
+            jobs = await conn.execute(runs_sql.jobs_of_symbol_delete(symbol)) if left == 0 else None
             counts["jobs"] = int(jobs.rowcount or 0) if jobs is not None else 0
         return counts

@@ -11,8 +11,12 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from enrichctl.domain import Bars, QualityIssue, RequestRecord, Series, nan_to_none, now_ms
-from enrichctl.store import queries, tables
+from enrichctl.store import tables
 from enrichctl.store.core import StoreCore
+from enrichctl.store.queries import bars as bars_sql
+from enrichctl.store.queries import driver as raw_sql
+from enrichctl.store.queries import issues as issues_sql
+from enrichctl.store.queries import series as series_sql
 from enrichctl.store.rows import SeriesRow, row_to
 from enrichctl.store.tables import INDICATOR_KEY
 
@@ -110,7 +114,7 @@ class SeriesWrites(StoreCore):
                 return prev.session_bars
             merged = np.union1d(near, write.bars.ts)
             return prev.session_bars - int(np.count_nonzero(mask(near))) + int(np.count_nonzero(mask(merged)))
-        stored = _ts_of(await self._driver(conn, queries.bars_ts_sql(False), key))
+        stored = _ts_of(await self._driver(conn, raw_sql.bars_ts_sql(False), key))
         return int(np.count_nonzero(mask(stored)))
 
     async def task_record(
@@ -132,20 +136,20 @@ class SeriesWrites(StoreCore):
             if extending:
                 # Write first (it takes SQLite's write lock), then read the rows this
                 # transaction will update: read-then-write could meet another process's writer.
-                touched = await conn.execute(queries.series_touch_many_returning(extending, now))
+                touched = await conn.execute(series_sql.series_touch_many_returning(extending, now))
                 previous = {(r.symbol, r.timeframe): row_to(SeriesRow, r) for r in touched.all()}
             for (symbol, timeframe), w in keyed:
                 if w.replace:
                     # Replaced whole (a refetch, another provider): its old issues go with its bars.
-                    await conn.execute(queries.issues_delete_series(symbol, timeframe))
-                    await conn.execute(queries.bars_delete(symbol, timeframe))
-                    await conn.execute(queries.indicators_delete(self.indicators, symbol, timeframe))
+                    await conn.execute(issues_sql.issues_delete_series(symbol, timeframe))
+                    await conn.execute(bars_sql.bars_delete(symbol, timeframe))
+                    await conn.execute(bars_sql.indicators_delete(self.indicators, symbol, timeframe))
             # The stored bars the new ones may overwrite: the session count moves by the difference.
             near: dict[tuple[str, str], np.ndarray] = {}
             for key, w in keyed:
                 if w.in_session is not None and not w.replace and len(w.bars):
                     bounds = (int(w.bars.ts.min()), int(w.bars.ts.max()))
-                    near[key] = _ts_of(await self._driver(conn, queries.bars_ts_sql(True), (*key, *bounds)))
+                    near[key] = _ts_of(await self._driver(conn, raw_sql.bars_ts_sql(True), (*key, *bounds)))
             await self._bulk_upsert(conn, "bars", BAR_ROW, [r for c in with_data for r in c.bar_rows])
             by_names: dict[tuple[str, ...], list[tuple]] = {}
             for c in with_data:
@@ -158,24 +162,24 @@ class SeriesWrites(StoreCore):
                 for key, w in keyed for i in w.issues
             ]
             if issues:
-                await conn.execute(queries.issues_insert(), issues)
+                await conn.execute(issues_sql.issues_insert(), issues)
             series_rows = []
             for key, w in keyed:
                 if w.replace:  # the series is exactly the bars just written
                     ts = w.bars.ts
                     count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
                 else:
-                    ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
+                    ((count, first, last),) = await self._driver(conn, raw_sql.bars_stats_sql(), key)
                 prev = None if w.replace else previous.get(key)
                 session = await self._session_count(conn, w, prev, key, near.get(key))
-                series_rows.append(queries.row_values(
+                series_rows.append(raw_sql.row_values(
                     tables.series, _series_values(w, prev, int(count), first, last, now, session),
                     every=True))
             await self._driver_grouped(conn, tables.series, series_rows, ("symbol", "timeframe"))
             await self._driver_grouped(conn, tables.tasks, [
-                queries.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
+                raw_sql.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
             await self._driver_grouped(conn, tables.requests, [
-                queries.row_values(tables.requests, r) for c in commits
+                raw_sql.row_values(tables.requests, r) for c in commits
                 for r in _request_rows(c.task["run_id"] if c.task is not None else None, c.requests)])
             ends = []
             for c in commits:
@@ -183,7 +187,7 @@ class SeriesWrites(StoreCore):
                     values = {**c.job.values, "updated_at": now_ms()}
                     ends.append((tuple(values), [*values.values(), c.job.job_id, c.job.worker]))
             for columns in dict.fromkeys(cols for cols, _ in ends):
-                await self._driver(conn, queries.job_update_claimed_sql(columns),
+                await self._driver(conn, raw_sql.job_update_claimed_sql(columns),
                                    [p for cols, p in ends if cols == columns], many=True)
         return [len(c.bar_rows) for c in commits]
 
