@@ -19,15 +19,17 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from enrichctl.domain import JobStatus, RequestRecord, RunStatus, now_ms
+from enrichctl.domain import JobStatus, RequestRecord, RunStatus
 from enrichctl.errors import EXIT_CONFIG, ConfigError, RunActive, StoreError, StoreFault
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import Mode, RunPlan
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
+from enrichctl.resilience.clock import Clock
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 from enrichctl.work import lease
+from enrichctl.work.clock import SYSTEM_CLOCK, wall_ms, within
 from enrichctl.work.plans import RunSpec, job_plan, run_follow, selection_add
 from enrichctl.work.slots import JobResult, ProgressHook, Runner, RunnerConfig
 
@@ -76,6 +78,7 @@ class _Session:
     joined: lease.Joined
     lease_ms: int
     ping: Ping
+    clock: Clock
     snapshot: Callable[[], dict[str, Any]] | None
     done: WorkDone
     runner: Runner | None = None
@@ -90,14 +93,15 @@ class _Session:
 
 async def work(
     settings: Settings, ctx: TaskContext, plan: RunPlan, start: WorkStart,
-    records: list[RequestRecord], progress: ProgressHook | None, ping: Ping,
+    records: list[RequestRecord], progress: ProgressHook | None, ping: Ping, clock: Clock = SYSTEM_CLOCK,
 ) -> WorkDone:
-    """Start the run (or join the active one) and work its jobs until none is left."""
+    """Start the run (or join the active one) and work its jobs until none is left; every wait
+    and time stamp on ``clock``."""
     lease_ms = int(settings.worker_lease_seconds * 1000)
-    joined = await _start_or_join(ctx.store, plan, start, lease_ms)
+    joined = await _start_or_join(ctx.store, plan, start, lease_ms, clock)
     if joined is None:
-        return WorkDone(message="no active run to join", finished_at=now_ms())
-    session = _Session(settings, ctx.store, joined, lease_ms, ping,
+        return WorkDone(message="no active run to join", finished_at=wall_ms(clock))
+    session = _Session(settings, ctx.store, joined, lease_ms, ping, clock,
                        getattr(ctx.provider, "resilience_status", None), WorkDone(run_id=joined.run_id))
     await _jobs_work(session, ctx, plan, start, records, progress)
     session.done.jobs = session.up_to_date + (session.runner.results if session.runner else [])
@@ -108,10 +112,13 @@ async def work(
     return session.done
 
 
-async def _start_or_join(store: Store, plan: RunPlan, start: WorkStart, lease_ms: int) -> lease.Joined | None:
+async def _start_or_join(
+    store: Store, plan: RunPlan, start: WorkStart, lease_ms: int, clock: Clock
+) -> lease.Joined | None:
     """The run this worker works; None when it may only join and nothing is active."""
     for _attempt in range(JOIN_ATTEMPTS):
-        joined = await lease.run_start_or_join(store, start.run_values, join=start.join, ttl_ms=lease_ms)
+        joined = await lease.run_start_or_join(store, start.run_values, join=start.join, ttl_ms=lease_ms,
+                                               clock=clock)
         # A `run` that joins brings its own selection: its jobs join the run too (a worker
         # only serves the run). The run may close just then: start or join afresh.
         if (joined is None or joined.created or start.join == "only"
@@ -128,7 +135,8 @@ async def _jobs_work(
     a stop (a signal) is recorded before it goes on."""
     store, joined, run_id = session.store, session.joined, session.joined.run_id
     await store.worker_register(joined.worker, run_id, socket.gethostname(), os.getpid())
-    beat = asyncio.create_task(lease.heartbeat(store, run_id, joined.worker, session.jobs_done, session.lease_ms))
+    beat = asyncio.create_task(lease.heartbeat(
+        store, run_id, joined.worker, session.jobs_done, session.lease_ms, clock=session.clock))
     try:
         plan, ctx, spec = await _prepare(session, ctx, plan, start.spec)
         _announce(session, ctx, plan, start, progress)
@@ -138,7 +146,7 @@ async def _jobs_work(
                               settings.retry_delay_seconds, session.lease_ms),
             joined.worker,
             lambda instrument, attempts: job_plan(settings, ctx, spec, instrument, attempts),
-            records, progress,
+            records, progress, session.clock,
         )
         await session.runner.run(run_id)
     except ConfigError as exc:  # e.g. the key refused while prefetching: nothing can proceed
@@ -152,8 +160,9 @@ async def _jobs_work(
         with suppress(asyncio.CancelledError):
             await beat
         with suppress(StoreError):
+            now = wall_ms(session.clock)
             await asyncio.shield(store.worker_update(
-                joined.worker, finished_at=now_ms(), heartbeat_at=now_ms(), jobs_done=session.jobs_done()))
+                joined.worker, finished_at=now, heartbeat_at=now, jobs_done=session.jobs_done()))
 
 
 async def _prepare(
@@ -203,7 +212,7 @@ async def _stop_recorded(session: _Session) -> None:
     """Record the stop, but never let the bookkeeping hold up a stop (systemd's timeout): if it
     cannot finish, the next run finds the lease dead and marks the run abandoned."""
     try:
-        await asyncio.shield(asyncio.wait_for(_stop(session), STOP_LIMIT_S))
+        await asyncio.shield(within(session.clock, _stop(session), STOP_LIMIT_S))
     except (TimeoutError, StoreError) as exc:
         log_event(log, logging.ERROR, "enrichment_stop_unrecorded", run_id=session.joined.run_id,
                   error=getattr(exc, "message", type(exc).__name__))
@@ -213,11 +222,12 @@ async def _stop(session: _Session) -> None:
     """A graceful stop: hand the jobs back to the other workers, or alone cancel the run."""
     done = session.done
     cancelled = await lease.run_cancel(
-        session.store, session.joined.run_id, session.joined.worker, session.resilience(), session.lease_ms
+        session.store, session.joined.run_id, session.joined.worker, session.resilience(), session.lease_ms,
+        clock=session.clock,
     )
     done.status = RunStatus.CANCELLED.value if cancelled else RunStatus.RUNNING.value
     done.error = "cancelled by a signal"
-    done.finished_at = now_ms()
+    done.finished_at = wall_ms(session.clock)
     if cancelled:
         await session.ping("fail")
 
@@ -225,21 +235,22 @@ async def _stop(session: _Session) -> None:
 async def _close(session: _Session) -> None:
     """Close the run if this worker saw its last job, then count and list what it did."""
     store, run_id, done, settings = session.store, session.joined.run_id, session.done, session.settings
+    clock = session.clock
 
     async def closed(status: RunStatus) -> None:
         await session.ping("success" if status is RunStatus.SUCCEEDED else "fail")
 
     final = await _with_store_retries(lambda: lease.run_close_if_done(
         store, run_id, error=done.error, resilience=session.resilience(),
-        retention_ms=settings.requests_retention_days * 86_400_000, on_closed=closed,
-    ), run_id)
+        retention_ms=settings.requests_retention_days * 86_400_000, on_closed=closed, clock=clock,
+    ), run_id, clock)
     done.status = final.value if final is not None else RunStatus.RUNNING.value
-    done.finished_at = now_ms()
-    done.requests = await _with_store_retries(lambda: store.requests_count_for_run(run_id), run_id)
-    await _with_store_retries(lambda: _fill_other_workers_jobs(store, run_id, done), run_id)
+    done.finished_at = wall_ms(clock)
+    done.requests = await _with_store_retries(lambda: store.requests_count_for_run(run_id), run_id, clock)
+    await _with_store_retries(lambda: _fill_other_workers_jobs(store, run_id, done), run_id, clock)
 
 
-async def _with_store_retries(operation, run_id: int, attempts: int = 5):
+async def _with_store_retries(operation, run_id: int, clock: Clock, attempts: int = 5):
     """Closing bookkeeping is safe to repeat (a run closes only while it is running): a dropped
     connection must not leave a finished run open."""
     for attempt in range(1, attempts + 1):
@@ -250,7 +261,7 @@ async def _with_store_retries(operation, run_id: int, attempts: int = 5):
                 raise
             log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
                       attempt=attempt, error=exc.message)
-            await asyncio.sleep(min(0.5 * 2 ** attempt, 5.0))
+            await clock.sleep(min(0.5 * 2 ** attempt, 5.0))
 
 
 async def _fill_other_workers_jobs(store: Store, run_id: int, done: WorkDone) -> None:
