@@ -30,7 +30,7 @@ from enrichctl.settings import Settings
 from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.systemd import next_elapse
-from enrichctl.work import lease as lifecycle
+from enrichctl.work.lease import holder_alive
 
 if TYPE_CHECKING:
     from enrichctl.seriesbars import BarsQuery
@@ -122,7 +122,7 @@ class Session:
     async def active_run(self) -> dict[str, Any] | None:
         """The live holder of the run lease, or None (an expired lease is not live)."""
         lease = await self.store.lease_get()
-        if lease is None or not lifecycle.holder_alive(lease, now_ms()):
+        if lease is None or not holder_alive(lease, now_ms()):
             return None
         return {"run_id": lease.run_id, "host": lease.host, "pid": lease.pid,
                 "heartbeat_at": ms_to_iso(lease.heartbeat_at)}
