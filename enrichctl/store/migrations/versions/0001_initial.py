@@ -16,6 +16,22 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # One helper per table, in the order the tables were first created: the statements, and
+    # their order, are those the migration-kill tests kill at.
+    _bars()
+    _control()
+    _indicators()
+    _leases()
+    _quality_issues()
+    _requests()
+    _runs()
+    _series()
+    _jobs()
+    _tasks()
+    _runs_one_running()
+
+
+def _bars() -> None:
     op.create_table('bars',
     sa.Column('symbol', sa.String(length=32), nullable=False),
     sa.Column('timeframe', sa.String(length=8), nullable=False),
@@ -30,12 +46,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('symbol', 'timeframe', 'ts'),
     sqlite_with_rowid=False
     )
+
+
+def _control() -> None:
     op.create_table('control',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('key')
     )
+
+
+def _indicators() -> None:
     op.create_table('indicators',
     sa.Column('symbol', sa.String(length=32), nullable=False),
     sa.Column('timeframe', sa.String(length=8), nullable=False),
@@ -58,6 +80,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('symbol', 'timeframe', 'ts'),
     sqlite_with_rowid=False
     )
+
+
+def _leases() -> None:
     op.create_table('leases',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -68,6 +93,9 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
+
+
+def _quality_issues() -> None:
     op.create_table('quality_issues',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=True),
@@ -82,6 +110,9 @@ def upgrade() -> None:
     )
     op.create_index('ix_quality_issues_created_at', 'quality_issues', ['created_at'], unique=False)
     op.create_index('ix_quality_issues_series', 'quality_issues', ['symbol', 'timeframe'], unique=False)
+
+
+def _requests() -> None:
     op.create_table('requests',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=True),
@@ -99,6 +130,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_requests_at', 'requests', ['at'], unique=False)
+
+
+def _runs() -> None:
     op.create_table('runs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('trigger', sa.String(length=16), nullable=False),
@@ -121,6 +155,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_runs_started_at', 'runs', ['started_at'], unique=False)
+
+
+def _series() -> None:
     op.create_table('series',
     sa.Column('symbol', sa.String(length=32), nullable=False),
     sa.Column('timeframe', sa.String(length=8), nullable=False),
@@ -140,6 +177,9 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('symbol', 'timeframe')
     )
+
+
+def _jobs() -> None:
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
@@ -159,6 +199,9 @@ def upgrade() -> None:
     sa.UniqueConstraint('run_id', 'symbol', name='uq_jobs_run_symbol')
     )
     op.create_index('ix_jobs_symbol_id', 'jobs', ['symbol', 'id'], unique=False)
+
+
+def _tasks() -> None:
     op.create_table('tasks',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=False),
@@ -184,6 +227,9 @@ def upgrade() -> None:
     )
     op.create_index('ix_tasks_finished_at', 'tasks', ['finished_at'], unique=False)
     op.create_index('ix_tasks_run_id', 'tasks', ['run_id'], unique=False)
+
+
+def _runs_one_running() -> None:
     # At most one run may be running per database (the lease guards it; this makes it a rule).
     op.create_index(
         "uq_runs_one_running",
