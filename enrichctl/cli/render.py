@@ -415,7 +415,7 @@ def config(doc: dict[str, Any], prefix: str = "") -> None:
             out.print(f"{prefix}{key} = {_v(value)}")
 
 
-SYNTHETIC_MARK = "*"
+INVENTORY_MARK = "*"
 
 
 def series_inventory(doc: dict[str, Any]) -> None:
@@ -425,7 +425,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
     # The provider column is among the first dropped at 80 columns; synthetic data must never
     # pass for market data, so the always-shown series column carries a mark, explained below.
     def series(s: dict[str, Any]) -> str:
-        mark = f"[yellow]{SYNTHETIC_MARK}[/]" if s["synthetic"] else ""
+        mark = f"[yellow]{INVENTORY_MARK}[/]" if s["synthetic"] else ""
         return f"{s['symbol']}/{s['timeframe']}{mark}"
 
     cols = (
@@ -442,7 +442,7 @@ def series_inventory(doc: dict[str, Any]) -> None:
     out.print(fitted("stored series", cols, doc["series"], out.width))
     out.print(f"{doc['count']} series, {doc['bars']} bars")
     if any(s["synthetic"] for s in doc["series"]):
-        out.print(f"[yellow]{SYNTHETIC_MARK}[/] synthetic: the demo provider's data, not market data")
+        out.print(f"[yellow]{INVENTORY_MARK}[/] synthetic: the demo provider's data, not market data")
 
 
 def run_detail(doc: dict[str, Any]) -> None:
