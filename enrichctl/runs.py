@@ -36,7 +36,7 @@ from enrichctl.domain import (
 )
 from enrichctl.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, ConfigError, RunActive, StoreError, StoreFault
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline import lifecycle
+from enrichctl.work import lease as lifecycle
 from enrichctl.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import (
@@ -50,8 +50,8 @@ from enrichctl.pipeline.plan import (
     series_plan,
     universe_select,
 )
-from enrichctl.pipeline.quota import QuotaWaitClock, SharedRateLimiter
-from enrichctl.pipeline.runner import (
+from enrichctl.work.quota import QuotaWaitClock, SharedRateLimiter
+from enrichctl.work.slots import (
     JobResult,
     ProgressHook,
     Runner,

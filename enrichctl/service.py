@@ -19,7 +19,6 @@ from enrichctl import dashboard, inventory, rundetail
 from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
-from enrichctl.pipeline import lifecycle
 from enrichctl.runs import (  # noqa: F401  (the faces reach them through service)
     RunOptions,
     RunReport,
@@ -31,6 +30,7 @@ from enrichctl.settings import Settings
 from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.systemd import next_elapse
+from enrichctl.work import lease as lifecycle
 
 if TYPE_CHECKING:
     from enrichctl.seriesbars import BarsQuery

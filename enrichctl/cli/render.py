@@ -415,6 +415,7 @@ def config(doc: dict[str, Any], prefix: str = "") -> None:
             out.print(f"{prefix}{key} = {_v(value)}")
 
 
+# The inventory marks synthetic series with a star: its narrow table has no room for "(demo)".
 INVENTORY_MARK = "*"
 
 

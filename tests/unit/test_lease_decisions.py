@@ -11,8 +11,8 @@ import pytest
 from fakeclock import FakeClock
 
 from enrichctl.errors import EXIT_TEMPFAIL, RunActive
-from enrichctl.pipeline.lifecycle import JoinRun, NoRun, Refuse, Start, lease_decide
 from enrichctl.store.rows import LeaseRow, RunRow, WorkerRow
+from enrichctl.work.lease import JoinRun, NoRun, Refuse, Start, lease_decide
 
 TTL_MS = 60_000
 RUN = 7
