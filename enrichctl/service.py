@@ -33,7 +33,7 @@ from enrichctl.systemd import next_elapse
 from enrichctl.work import lease as lifecycle
 
 if TYPE_CHECKING:
-    from enrichctl.seriesbars import BarsQuery
+    from enrichctl.web.seriesbars import BarsQuery
 
 log = get_logger("service")
 
@@ -94,7 +94,7 @@ class Session:
         return await dashboard.metrics(self.store, self.settings, now or now_ms())
 
     async def series_bars(self, query: BarsQuery) -> dict[str, Any]:
-        from enrichctl import seriesbars  # it reads through exports, which imports this module
+        from enrichctl.web import seriesbars  # it reads through exports, which imports this module
 
         return await seriesbars.bars_document(self.store, query)
 
