@@ -33,7 +33,7 @@ from enrichctl.systemd import next_elapse
 from enrichctl.work import lease as lifecycle
 
 if TYPE_CHECKING:
-    from enrichctl.web.seriesbars import BarsQuery
+    from enrichctl.chartbars import BarsQuery
 
 log = get_logger("service")
 
@@ -94,9 +94,9 @@ class Session:
         return await dashboard.metrics(self.store, self.settings, now or now_ms())
 
     async def series_bars(self, query: BarsQuery) -> dict[str, Any]:
-        from enrichctl.web import seriesbars  # it reads through exports, which imports this module
+        from enrichctl import chartbars  # it reads through exports, which imports this module
 
-        return await seriesbars.bars_document(self.store, query)
+        return await chartbars.bars_document(self.store, query)
 
     async def pause(self, reason: str | None, by: str | None = None) -> dict[str, Any]:
         """Pause, or while paused change the reason: a pause keeps its start (and, without a

@@ -22,8 +22,13 @@ ALLOWED = {
     "resilience": BASE | {"resilience"},
     "pipeline": BASE | {"pipeline", "providers", "resilience", "store"},
 }
-# Use cases that must not reach into a face or the systemd module (a subprocess on the loop).
-FORBIDDEN = {"dashboard": frozenset({"systemd", "web", "cli", "render", "prom"})}
+# Use cases that must not reach into a face (or, for the dashboard, the systemd module: a
+# subprocess on the loop).
+FACES = frozenset({"web", "cli"})
+FORBIDDEN = {
+    "dashboard": FACES | {"systemd"},
+    **{module: FACES for module in ("service", "runs", "chartbars", "exports", "inventory", "rundetail")},
+}
 
 
 def _part(path: Path) -> str:
