@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,7 @@ from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
 from enrichctl.store.repo import JobEnd
+from enrichctl.store.rows import JobRow
 
 log = get_logger("runner")
 
@@ -155,7 +157,9 @@ class Runner:
         # storage fault no retry mends (a read-only file, a full disk).
         self.abort: ConfigError | ProviderUnavailable | StoreFault | None = None
         self.results: list[JobResult] = []
-        self._working: set[int] = set()  # ids of the jobs the slots are working on
+        self._working: set[int] = set()  # ids of the jobs claimed and not finished yet
+        self._claimed: deque[JobRow] = deque()  # claimed, waiting for a free slot
+        self._claiming = asyncio.Lock()
 
     async def run(self, run_id: int) -> list[JobResult]:
         """Work until no job of the run is left to claim and none is held by a live worker."""
@@ -167,6 +171,7 @@ class Runner:
             for task in (*slots, renewer):
                 task.cancel()
             await asyncio.gather(*slots, renewer, return_exceptions=True)
+        await self._give_back_claimed()
         if self.abort is not None:
             await self.ctx.store.jobs_fail_pending(run_id, self.abort.message)
         return self.results
@@ -195,7 +200,7 @@ class Runner:
     async def _claim_and_work(self, run_id: int) -> bool:
         """Claim and work one job; False when there is nothing left for this worker."""
         store = self.ctx.store
-        job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
+        job = await self._next_claimed(run_id)
         if job is None:
             # Jobs this worker claimed that no slot works on (a slot's bookkeeping failed, or a
             # claim's reply was lost) would otherwise stay claimed, and renewed, for ever.
@@ -215,7 +220,6 @@ class Runner:
                 return False
             await asyncio.sleep(IDLE_POLL_S)
             return True
-        self._working.add(job.id)
         try:
             # The claim started the job's next attempt (counted it, marked it running).
             before = job.attempts - 1
@@ -227,6 +231,31 @@ class Runner:
             self.results.append(result)
             self.progress("job_done", {"result": result})
         return True
+
+    async def _next_claimed(self, run_id: int) -> JobRow | None:
+        """The next job this worker claimed. Claims come a slot's worth at a time (one
+        transaction for ``max_concurrent`` jobs); a claimed job counts as worked on from the
+        claim on, so it is never mistaken for an orphan while it waits for a slot."""
+        if not self._claimed:
+            async with self._claiming:
+                if not self._claimed:
+                    claimed = await self.ctx.store.jobs_claim(
+                        run_id, self.worker, self.config.lease_ms, self.config.max_concurrent)
+                    self._working.update(j.id for j in claimed)
+                    self._claimed.extend(claimed)
+        return self._claimed.popleft() if self._claimed else None
+
+    async def _give_back_claimed(self) -> None:
+        """Jobs claimed but never started (the run is ending early) go back to pending."""
+        if not self._claimed:
+            return
+        ids = [j.id for j in self._claimed]
+        self._claimed.clear()
+        self._working.difference_update(ids)
+        try:
+            await self.ctx.store.jobs_give_back(self.worker, ids)
+        except StoreError as exc:  # their leases lapse; another worker or run takes them
+            log_event(log, logging.WARNING, "enrichment_give_back_failed", error=exc.message)
 
     async def _renew(self) -> None:
         while True:
