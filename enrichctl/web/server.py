@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enrichctl import dashboard, service
+from enrichctl import service
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -240,7 +240,7 @@ async def health(request: web.Request) -> web.Response:
     query_check(request.query, ())
     now = request.app[STATE].now
     overview_doc = (await _document(request, ("overview",), lambda s: s.overview(now))).doc
-    doc = dashboard.health_from_overview(overview_doc)
+    doc = service.health(overview_doc)
     return json_response(doc, 503 if doc["status"] == "unhealthy" else 200)
 
 
