@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from enrichctl.domain import RequestRecord, now_ms
+from enrichctl.domain import JobStatus, RequestRecord, now_ms
 from enrichctl.store.core import StoreCore
 from enrichctl.store.queries import runs as runs_sql
 from enrichctl.store.rows import JobRow, RunRow, TaskRow, row_to
@@ -14,6 +14,7 @@ from enrichctl.store.writes import _request_rows
 
 
 class RunRecords(StoreCore):
+    """Rows of runs, jobs, tasks and provider calls."""
 
     async def requests_record(self, requests: list[RequestRecord]) -> None:
         """Provider calls made outside a run (``verify --against-provider``)."""
@@ -102,7 +103,7 @@ class RunRecords(StoreCore):
 
 def _job_row(run_id: int, instrument, done: bool, now: int) -> dict[str, Any]:
     return {"run_id": run_id, "symbol": instrument.symbol, "asset_class": instrument.asset_class.value,
-            "status": "succeeded" if done else "pending", "attempts": int(done),
+            "status": (JobStatus.SUCCEEDED if done else JobStatus.PENDING).value, "attempts": int(done),
             "started_at": now if done else None, "finished_at": now if done else None,
             "duration_ms": 0.0 if done else None, "bars_fetched": 0, "bars_written": 0,
             "updated_at": now}

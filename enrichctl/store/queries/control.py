@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from enrichctl.store.queries.upserts import _insert, upsert
+from enrichctl.store.queries.upserts import dialect_insert, upsert
 from enrichctl.store.tables import control, leases, rate_events
 
 
@@ -23,7 +23,7 @@ def control_delete(key: str):
 def lease_claim(dialect: str, now: int, dead_run_id: int | None = None):
     """Take the lease when it is free, expired, or held by a run known to be dead: one atomic
     statement, no read-then-write."""
-    stmt = _insert(dialect, leases)
+    stmt = dialect_insert(dialect, leases)
     takeable = leases.c.expires_at < now
     if dead_run_id is not None:
         takeable = takeable | (leases.c.run_id == dead_run_id)

@@ -108,7 +108,4 @@ def bars_select_sql(dialect: str, start: int | None, end: int | None, before: in
            f"WHERE {' AND '.join(where)} ORDER BY ts")
     if newest is not None:
         sql += f" DESC LIMIT {int(newest)}"
-    if dialect == "postgresql":  # asyncpg numbers its parameters
-        parts = sql.split("?")
-        sql = "".join(f"{p}${i}" for i, p in enumerate(parts[:-1], 1)) + parts[-1]
-    return sql
+    return driver_sql(dialect, sql)

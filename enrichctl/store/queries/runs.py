@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from enrichctl.domain import JOB_UNFINISHED
+from enrichctl.domain import JOB_UNFINISHED, JobStatus, RunStatus
+from enrichctl.store.queries.upserts import dialect_insert
 from enrichctl.store.tables import jobs, requests, runs, tasks, workers
+
+# A job a worker holds: its claim counts while its lease lasts.
+JOB_HELD = (JobStatus.RUNNING.value, JobStatus.RETRYING.value)
 
 
 def run_insert(**values):
@@ -27,18 +30,18 @@ def runs_recent(limit: int):
 
 def runs_last_succeeded_at():
     """When the last succeeded run finished (NULL when none has)."""
-    return sa.select(sa.func.max(runs.c.finished_at)).where(runs.c.status == "succeeded")
+    return sa.select(sa.func.max(runs.c.finished_at)).where(runs.c.status == RunStatus.SUCCEEDED.value)
 
 
 def runs_running():
-    return sa.select(runs).where(runs.c.status == "running")
+    return sa.select(runs).where(runs.c.status == RunStatus.RUNNING.value)
 
 
 def runs_abandon(run_ids: list[int], now: int, reason: str):
     return (
         sa.update(runs)
-        .where(runs.c.id.in_(run_ids), runs.c.status == "running")
-        .values(status="abandoned", finished_at=now, error=reason)
+        .where(runs.c.id.in_(run_ids), runs.c.status == RunStatus.RUNNING.value)
+        .values(status=RunStatus.ABANDONED.value, finished_at=now, error=reason)
     )
 
 
@@ -46,7 +49,7 @@ def jobs_unfinished_cancel(run_ids: list[int], now: int, reason: str):
     return (
         sa.update(jobs)
         .where(jobs.c.run_id.in_(run_ids), jobs.c.status.in_(JOB_UNFINISHED))
-        .values(status="cancelled", finished_at=now, updated_at=now, error=reason,
+        .values(status=JobStatus.CANCELLED.value, finished_at=now, updated_at=now, error=reason,
                 claimed_by=None, lease_expires_at=None)
     )
 
@@ -57,17 +60,16 @@ def job_insert():
 
 def job_insert_missing(dialect: str):
     """Insert jobs, skipping those the run has already (another process added them just now)."""
-    insert = postgresql.insert(jobs) if dialect == "postgresql" else sqlite.insert(jobs)
-    return insert.on_conflict_do_nothing(index_elements=["run_id", "symbol"])
+    return dialect_insert(dialect, jobs).on_conflict_do_nothing(index_elements=["run_id", "symbol"])
 
 
 def job_claimable(run_id: int, now: int, limit: int = 1):
     """The next ``limit`` jobs nobody holds: pending, or claimed by a worker whose lease lapsed.
     On PostgreSQL, SKIP LOCKED lets many workers claim at once without waiting on each other."""
-    lapsed = jobs.c.status.in_(("running", "retrying")) & (jobs.c.lease_expires_at < now)
+    lapsed = jobs.c.status.in_(JOB_HELD) & (jobs.c.lease_expires_at < now)
     return (
         sa.select(jobs.c.id)
-        .where(jobs.c.run_id == run_id, (jobs.c.status == "pending") | lapsed)
+        .where(jobs.c.run_id == run_id, (jobs.c.status == JobStatus.PENDING.value) | lapsed)
         .order_by(jobs.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -79,7 +81,7 @@ def job_claim(job_ids: list[int], worker: str, now: int, expires: int):
     return (
         sa.update(jobs)
         .where(jobs.c.id.in_(job_ids))
-        .values(status="running", claimed_by=worker, lease_expires_at=expires, updated_at=now,
+        .values(status=JobStatus.RUNNING.value, claimed_by=worker, lease_expires_at=expires, updated_at=now,
                 attempts=jobs.c.attempts + 1, started_at=sa.func.coalesce(jobs.c.started_at, now))
         .returning(*jobs.c)
     )
@@ -93,7 +95,7 @@ def job_update_claimed(job_id: int, worker: str, **values):
 def jobs_renew(worker: str, expires: int):
     return (
         sa.update(jobs)
-        .where(jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying")))
+        .where(jobs.c.claimed_by == worker, jobs.c.status.in_(JOB_HELD))
         .values(lease_expires_at=expires)
     )
 
@@ -102,18 +104,18 @@ def jobs_release(worker: str, now: int, job_ids: list[int] | None = None):
     """Give this worker's unfinished jobs back (all of them: a graceful stop with other workers
     alive; or ``job_ids``: orphans no slot works on)."""
     stmt = sa.update(jobs).where(
-        jobs.c.claimed_by == worker, jobs.c.status.in_(("running", "retrying"))
+        jobs.c.claimed_by == worker, jobs.c.status.in_(JOB_HELD)
     )
     if job_ids is not None:
         stmt = stmt.where(jobs.c.id.in_(job_ids))
-    return stmt.values(status="pending", claimed_by=None, lease_expires_at=None, updated_at=now)
+    return stmt.values(status=JobStatus.PENDING.value, claimed_by=None, lease_expires_at=None, updated_at=now)
 
 
 def jobs_claimed_unheld(run_id: int, worker: str, held: frozenset[int]):
     """(id, updated_at) of the jobs this worker claimed that none of its slots works on."""
     stmt = sa.select(jobs.c.id, jobs.c.updated_at).where(
         jobs.c.run_id == run_id, jobs.c.claimed_by == worker,
-        jobs.c.status.in_(("running", "retrying")),
+        jobs.c.status.in_(JOB_HELD),
     )
     return stmt.where(jobs.c.id.not_in(sorted(held))) if held else stmt
 
@@ -121,8 +123,8 @@ def jobs_claimed_unheld(run_id: int, worker: str, held: frozenset[int]):
 def jobs_fail_pending(run_id: int, now: int, error: str):
     return (
         sa.update(jobs)
-        .where(jobs.c.run_id == run_id, jobs.c.status == "pending")
-        .values(status="failed", finished_at=now, updated_at=now, error=error)
+        .where(jobs.c.run_id == run_id, jobs.c.status == JobStatus.PENDING.value)
+        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now, error=error)
     )
 
 
@@ -151,14 +153,14 @@ def run_finalize(run_id: int, **values):
     """Close a run once; the worker whose statement matches is the one that finished it. A run
     with an unfinished job stays open (a second ``run`` may have just added its jobs)."""
     unfinished = sa.exists().where(jobs.c.run_id == run_id, jobs.c.status.in_(JOB_UNFINISHED))
-    closing = values.get("status") == "cancelled"
-    where = [runs.c.id == run_id, runs.c.status == "running"] + ([] if closing else [~unfinished])
+    closing = values.get("status") == RunStatus.CANCELLED.value
+    where = [runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value] + ([] if closing else [~unfinished])
     return sa.update(runs).where(*where).values(**values)
 
 
 def run_jobs_grow(run_id: int, n: int):
     """Count ``n`` more jobs in a run that is still running (0 rows: it has closed)."""
-    return (sa.update(runs).where(runs.c.id == run_id, runs.c.status == "running")
+    return (sa.update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
             .values(jobs_total=runs.c.jobs_total + n))
 
 
