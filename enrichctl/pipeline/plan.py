@@ -14,6 +14,7 @@ from enrichctl.errors import UsageError
 from enrichctl.providers.base import Provider
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
+from enrichctl.store.rows import SeriesRow
 
 
 class Mode(StrEnum):
@@ -125,22 +126,35 @@ async def plan_build(
     indicator_fingerprint: str,
     until: int | None = None,
 ) -> RunPlan:
-    """``until`` (inclusive, epoch ms) ends every range there: a backfill of [since, until]."""
-    jobs = []
+    """``until`` (inclusive, epoch ms) ends every range there: a backfill of [since, until].
+
+    Three reads whatever the number of series: the series rows, the series with verify issues,
+    and the overlap starts of the series an incremental fetch extends."""
     mismatched = await store.series_with_issues(VERIFY_ISSUE_KINDS)
-    for instrument in instruments:
-        tasks = []
-        for tf in timeframes:
-            series = Series(instrument.symbol, instrument.asset_class, tf)
-            tasks.append(
-                await series_plan(
-                    store, calendar, provider, settings, series, now=now, since=since,
-                    full_refresh=full_refresh, fingerprint=indicator_fingerprint, until=until,
-                    mismatched=(series.symbol, tf.value) in mismatched,
-                )
-            )
-        jobs.append(JobPlan(instrument, tuple(tasks)))
-    return RunPlan(tuple(jobs))
+    rows = await store.series_rows(i.symbol for i in instruments)
+
+    def plan_of(series: Series, overlap_start: int | None = None) -> SeriesPlan:
+        return _series_plan(
+            calendar, provider, settings, series, rows.get((series.symbol, series.timeframe.value)),
+            now=now, since=since, full_refresh=full_refresh, fingerprint=indicator_fingerprint,
+            until=until, mismatched=(series.symbol, series.timeframe.value) in mismatched,
+            overlap_start=overlap_start,
+        )
+
+    planned = [
+        [plan_of(Series(instrument.symbol, instrument.asset_class, tf)) for tf in timeframes]
+        for instrument in instruments
+    ]
+    # The mode never depends on where the overlap starts: plan once, then plan the incremental
+    # series again with their overlap starts, read for all of them at once.
+    incremental = [t.series for tasks in planned for t in tasks if t.mode is Mode.INCREMENTAL]
+    if incremental:
+        starts = await store.series_overlap_starts(incremental, settings.overlap_bars)
+        planned = [
+            [plan_of(t.series, starts[t.series]) if t.mode is Mode.INCREMENTAL else t for t in tasks]
+            for tasks in planned
+        ]
+    return RunPlan(tuple(JobPlan(i, tuple(tasks)) for i, tasks in zip(instruments, planned)))
 
 
 async def series_plan(
@@ -157,11 +171,42 @@ async def series_plan(
     until: int | None = None,
     mismatched: bool = False,
 ) -> SeriesPlan:
-    """``mismatched``: verify recorded stored values that differ (from the provider or from a
-    recompute); a full refetch repairs the series and clears what verify recorded. A full
-    refetch (another provider's bars, a repair) covers the whole series even in a backfill:
-    it ends at the last complete bar, not at ``until``, so nothing stored is dropped."""
+    """The plan of one series, read from the store (``plan_build`` plans many at once)."""
     row = await store.series_get(series)
+
+    def plan_of(overlap_start: int | None = None) -> SeriesPlan:
+        return _series_plan(calendar, provider, settings, series, row, now=now, since=since,
+                            full_refresh=full_refresh, fingerprint=fingerprint, until=until,
+                            mismatched=mismatched, overlap_start=overlap_start)
+
+    plan = plan_of()
+    if plan.mode is not Mode.INCREMENTAL:
+        return plan
+    starts = await store.series_overlap_starts([series], settings.overlap_bars)
+    return plan_of(starts[series])
+
+
+def _series_plan(
+    calendar: SessionCalendar,
+    provider: Provider,
+    settings: Settings,
+    series: Series,
+    row: SeriesRow | None,
+    *,
+    now: int,
+    since: int | None,
+    full_refresh: bool,
+    fingerprint: str,
+    until: int | None = None,
+    mismatched: bool = False,
+    overlap_start: int | None = None,
+) -> SeriesPlan:
+    """The plan of one series from its stored ``row``. ``mismatched``: verify recorded stored
+    values that differ (from the provider or from a recompute); a full refetch repairs the
+    series and clears what verify recorded. A full refetch (another provider's bars, a repair)
+    covers the whole series even in a backfill: it ends at the last complete bar, not at
+    ``until``, so nothing stored is dropped. ``overlap_start``: the first of the last
+    ``overlap_bars`` stored bars, where an incremental fetch starts (None: after the watermark)."""
     watermark = row.watermark if row else None
     wanted_start = since if since is not None else days_ago_ms(now, settings.history_days[series.timeframe])
     wanted_start = max(wanted_start, EARLIEST_MS)  # never a negative instant to the provider
@@ -206,8 +251,7 @@ async def series_plan(
         mode, start = Mode.UP_TO_DATE, None
     else:
         mode = Mode.INCREMENTAL
-        overlap = await store.bars_tail(series, settings.overlap_bars)
-        start = int(overlap.ts[0]) if len(overlap) else watermark + 1
+        start = overlap_start if overlap_start is not None else watermark + 1
     if start is not None and start > end:
         mode, start = Mode.UP_TO_DATE, None
     requests = provider.requests_needed(series, start, end) if start is not None else 0

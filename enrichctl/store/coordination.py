@@ -94,15 +94,16 @@ class Coordination:
 
     # --- scale-out: job claims, workers, the run's outcome ------------------------------------
 
-    async def job_claim(self, run_id: int, worker: str, lease_ms: int) -> JobRow | None:
-        """Claim the next job nobody holds (pending, or its holder's lease lapsed)."""
+    async def jobs_claim(self, run_id: int, worker: str, lease_ms: int, limit: int) -> list[JobRow]:
+        """Claim up to ``limit`` jobs nobody holds (pending, or their holder's lease lapsed), in
+        one transaction, oldest first."""
         now = now_ms()
         async with self._write() as conn:
-            job_id = (await conn.execute(queries.job_claimable(run_id, now))).scalar()
-            if job_id is None:
-                return None
-            row = (await conn.execute(queries.job_claim(job_id, worker, now, now + lease_ms))).one()
-            return row_to(JobRow, row)
+            ids = list((await conn.execute(queries.job_claimable(run_id, now, limit))).scalars())
+            if not ids:
+                return []
+            rows = (await conn.execute(queries.job_claim(ids, worker, now, now + lease_ms))).all()
+            return sorted((row_to(JobRow, r) for r in rows), key=lambda j: j.id)
 
     async def job_update_claimed(self, job_id: int, worker: str, **values) -> bool:
         """False when another worker has taken the job over (our claim had lapsed)."""

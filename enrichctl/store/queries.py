@@ -292,6 +292,19 @@ def series_select(symbol: str | None = None):
     return stmt.order_by(series.c.symbol, series.c.timeframe)
 
 
+def series_overlap_starts(pairs: list[tuple[str, str]], n: int):
+    """(symbol, timeframe, ts) of each series in ``pairs``: the ts of its ``n``-th newest bar,
+    or of its first bar when it has fewer (NULL without bars): where an incremental fetch
+    re-reads the last ``n`` stored bars from, for many series in one statement."""
+    b = bars.alias("b")
+    own = (b.c.symbol == series.c.symbol, b.c.timeframe == series.c.timeframe)
+    nth = (sa.select(b.c.ts).where(*own).order_by(b.c.ts.desc()).limit(1).offset(n - 1)
+           .scalar_subquery())
+    first = sa.select(sa.func.min(b.c.ts)).where(*own).scalar_subquery()
+    return sa.select(series.c.symbol, series.c.timeframe, sa.func.coalesce(nth, first)).where(
+        sa.tuple_(series.c.symbol, series.c.timeframe).in_(pairs))
+
+
 def series_one(symbol: str, timeframe: str):
     return sa.select(series).where(series.c.symbol == symbol, series.c.timeframe == timeframe)
 
@@ -304,10 +317,15 @@ def series_update(symbol: str, timeframe: str, **values):
     )
 
 
-def series_touch_returning(symbol: str, timeframe: str, now: int):
-    """Touch a series row and return it: the write takes SQLite's write lock (and the row's lock)
-    before the read, in one statement."""
-    return series_update(symbol, timeframe, updated_at=now).returning(*series.c)
+def series_touch_many_returning(keys: list[tuple[str, str]], now: int):
+    """Touch the series rows of ``keys`` (symbol, timeframe) and return them: the write takes
+    SQLite's write lock (and the rows' locks) before the read, in one statement."""
+    return (
+        sa.update(series)
+        .where(sa.tuple_(series.c.symbol, series.c.timeframe).in_(keys))
+        .values(updated_at=now)
+        .returning(*series.c)
+    )
 
 
 def series_lock(symbol: str, timeframe: str):
@@ -372,24 +390,24 @@ def job_insert_missing(dialect: str):
 
 
 
-def job_claimable(run_id: int, now: int):
-    """The next job nobody holds: pending, or claimed by a worker whose lease lapsed. On
-    PostgreSQL, SKIP LOCKED lets many workers claim at once without waiting on each other."""
+def job_claimable(run_id: int, now: int, limit: int = 1):
+    """The next ``limit`` jobs nobody holds: pending, or claimed by a worker whose lease lapsed.
+    On PostgreSQL, SKIP LOCKED lets many workers claim at once without waiting on each other."""
     lapsed = jobs.c.status.in_(("running", "retrying")) & (jobs.c.lease_expires_at < now)
     return (
         sa.select(jobs.c.id)
         .where(jobs.c.run_id == run_id, (jobs.c.status == "pending") | lapsed)
         .order_by(jobs.c.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(skip_locked=True)
     )
 
 
-def job_claim(job_id: int, worker: str, now: int, expires: int):
-    """Claim a job and start its next attempt (running, the attempt counted) in one statement."""
+def job_claim(job_ids: list[int], worker: str, now: int, expires: int):
+    """Claim jobs and start their next attempt (running, the attempt counted) in one statement."""
     return (
         sa.update(jobs)
-        .where(jobs.c.id == job_id)
+        .where(jobs.c.id.in_(job_ids))
         .values(status="running", claimed_by=worker, lease_expires_at=expires, updated_at=now,
                 attempts=jobs.c.attempts + 1, started_at=sa.func.coalesce(jobs.c.started_at, now))
         .returning(*jobs.c)

@@ -38,6 +38,7 @@ from enrichctl.errors import (
 )
 from enrichctl.store import migrate, queries, tables
 from enrichctl.store.coordination import Coordination
+from enrichctl.store.groupcommit import GroupCommit
 from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.rows import (
     IssueRow,
@@ -121,6 +122,18 @@ class SeriesWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class _Commit:
+    """One task's commit: its series data (if any), its record, its provider calls, its job's end."""
+
+    write: SeriesWrite | None
+    task: dict[str, Any] | None
+    requests: list[RequestRecord]
+    job: JobEnd | None
+    bar_rows: list[tuple] = field(default_factory=list)  # the write's rows, built before its turn
+    indicator_rows: list[tuple] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class JobEnd:
     """A job's last update (its end state and counts), committed in the transaction of its last
     task, and only while ``worker`` still holds the job."""
@@ -171,6 +184,7 @@ class Store(Coordination, ReferenceStore):
         self._errors = (SQLAlchemyError, *_driver_errors(self.dialect))
         # The SQLite file as opened: (path, device, inode), checked before every commit.
         self._file: tuple[Path, int, int] | None = None
+        self._commits: GroupCommit[_Commit, int] = GroupCommit(self._commit_many)
 
     @classmethod
     async def open(
@@ -447,58 +461,23 @@ class Store(Coordination, ReferenceStore):
     ) -> int:
         """Store bars, indicators and issues of one series and move its watermark, atomically,
         with the task's record, the provider calls it made and, for a job's last task, the
-        job's end. Returns the bars written."""
+        job's end. Returns the bars written. On SQLite, series that finish together commit in
+        one transaction (``GroupCommit``); each is whole in it."""
         s = write.series
-        now = now_ms()
         key = (s.symbol, s.timeframe.value)
-        bar_rows = write.bars.rows(key)
-        ind_names = tuple(write.indicators)
-        ind_rows = _indicator_rows(key, write.indicator_ts, write.indicators)
-        async with self._write() as conn:
-            previous = None
-            if not write.replace:
-                # Write first (it takes SQLite's write lock), then read the row this transaction
-                # will update: read-then-write could meet another process's writer in between.
-                previous = (await conn.execute(
-                    queries.series_touch_returning(s.symbol, s.timeframe.value, now))).first()
-            if write.replace:
-                # Replaced whole (a refetch, another provider): its old issues go with its bars.
-                await conn.execute(queries.issues_delete_series(s.symbol, s.timeframe.value))
-                await conn.execute(queries.bars_delete(s.symbol, s.timeframe.value))
-                await conn.execute(
-                    queries.indicators_delete(self.indicators, s.symbol, s.timeframe.value)
-                )
-            # The stored bars the new ones may overwrite: the session count moves by the difference.
-            near = None
-            if write.in_session is not None and not write.replace and len(write.bars):
-                bounds = (int(write.bars.ts.min()), int(write.bars.ts.max()))
-                near = _ts_of(await self._driver(conn, queries.bars_ts_sql(True), (*key, *bounds)))
-            await self._bulk_upsert(conn, "bars", BAR_ROW, bar_rows)
-            await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + ind_names, ind_rows)
-            if write.issues:
-                await conn.execute(
-                    queries.issues_insert(),
-                    [
-                        {"run_id": write.run_id, "symbol": s.symbol, "timeframe": s.timeframe.value,
-                         "kind": i.kind.value, "severity": i.severity.value, "ts": i.ts,
-                         "detail": i.detail, "created_at": now}
-                        for i in write.issues
-                    ],
-                )
-            if write.replace:  # the series is exactly the bars just written
-                ts = write.bars.ts
-                count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
-            else:
-                ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
-            prev = None if previous is None or write.replace else row_to(SeriesRow, previous)
-            session = await self._session_count(conn, write, prev, key, near)
-            columns, params = queries.row_values(
-                tables.series, _series_values(write, prev, int(count), first, last, now, session),
-                every=True)
-            await self._driver(conn, queries.row_insert_sql(tables.series, columns, ("symbol", "timeframe")),
-                               params)
-            await self._task_and_requests(conn, task, requests or [], job)
-        return len(bar_rows)
+        # The driver's rows are built here, while the batch before this one is being written,
+        # not inside the transaction, where the writer would wait for them.
+        commit = _Commit(write, task, requests or [], job, write.bars.rows(key),
+                         _indicator_rows(key, write.indicator_ts, write.indicators))
+        return await self._commit_one(commit, key)
+
+    async def _commit_one(self, commit: _Commit, key: tuple[str, str] | None) -> int:
+        """SQLite has one writer: commits queue for it and go in batches. PostgreSQL commits
+        each series in a transaction of its own, several at once on the pool's connections
+        (one committer there made the backfill wait on it)."""
+        if self._write_lock is None:
+            return (await self._commit_many([commit]))[0]
+        return await self._commits.submit(commit, key)
 
     async def _session_count(
         self, conn: AsyncConnection, write: SeriesWrite, prev: SeriesRow | None,
@@ -525,26 +504,84 @@ class Store(Coordination, ReferenceStore):
     ) -> None:
         """A finished task's row and its provider calls (and the job's end, for its last task),
         when no series data goes with them."""
-        async with self._write() as conn:
-            await self._task_and_requests(conn, task, requests, job)
+        await self._commit_one(_Commit(None, task, requests, job), None)
 
-    async def _task_and_requests(
-        self, conn: AsyncConnection, task: dict[str, Any] | None, requests: list[RequestRecord],
-        job: JobEnd | None = None,
+    async def _commit_many(self, commits: list[_Commit]) -> list[int]:
+        """One transaction for every commit given (no two of the same series): a statement per
+        kind of row for all of them, not per series. Returns the bars each wrote."""
+        now = now_ms()
+        with_data = [c for c in commits if c.write is not None]
+        keyed = [((c.write.series.symbol, c.write.series.timeframe.value), c.write) for c in with_data]
+        async with self._write() as conn:
+            previous: dict[tuple[str, str], SeriesRow] = {}
+            extending = [key for key, w in keyed if not w.replace]
+            if extending:
+                # Write first (it takes SQLite's write lock), then read the rows this
+                # transaction will update: read-then-write could meet another process's writer.
+                touched = await conn.execute(queries.series_touch_many_returning(extending, now))
+                previous = {(r.symbol, r.timeframe): row_to(SeriesRow, r) for r in touched.all()}
+            for (symbol, timeframe), w in keyed:
+                if w.replace:
+                    # Replaced whole (a refetch, another provider): its old issues go with its bars.
+                    await conn.execute(queries.issues_delete_series(symbol, timeframe))
+                    await conn.execute(queries.bars_delete(symbol, timeframe))
+                    await conn.execute(queries.indicators_delete(self.indicators, symbol, timeframe))
+            # The stored bars the new ones may overwrite: the session count moves by the difference.
+            near: dict[tuple[str, str], np.ndarray] = {}
+            for key, w in keyed:
+                if w.in_session is not None and not w.replace and len(w.bars):
+                    bounds = (int(w.bars.ts.min()), int(w.bars.ts.max()))
+                    near[key] = _ts_of(await self._driver(conn, queries.bars_ts_sql(True), (*key, *bounds)))
+            await self._bulk_upsert(conn, "bars", BAR_ROW, [r for c in with_data for r in c.bar_rows])
+            by_names: dict[tuple[str, ...], list[tuple]] = {}
+            for c in with_data:
+                by_names.setdefault(tuple(c.write.indicators), []).extend(c.indicator_rows)
+            for names, rows in by_names.items():
+                await self._bulk_upsert(conn, "indicators", INDICATOR_KEY + names, rows)
+            issues = [
+                {"run_id": w.run_id, "symbol": key[0], "timeframe": key[1], "kind": i.kind.value,
+                 "severity": i.severity.value, "ts": i.ts, "detail": i.detail, "created_at": now}
+                for key, w in keyed for i in w.issues
+            ]
+            if issues:
+                await conn.execute(queries.issues_insert(), issues)
+            series_rows = []
+            for key, w in keyed:
+                if w.replace:  # the series is exactly the bars just written
+                    ts = w.bars.ts
+                    count, first, last = len(ts), (int(ts[0]) if len(ts) else None), (int(ts[-1]) if len(ts) else None)
+                else:
+                    ((count, first, last),) = await self._driver(conn, queries.bars_stats_sql(), key)
+                prev = None if w.replace else previous.get(key)
+                session = await self._session_count(conn, w, prev, key, near.get(key))
+                series_rows.append(queries.row_values(
+                    tables.series, _series_values(w, prev, int(count), first, last, now, session),
+                    every=True))
+            await self._driver_grouped(conn, tables.series, series_rows, ("symbol", "timeframe"))
+            await self._driver_grouped(conn, tables.tasks, [
+                queries.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
+            await self._driver_grouped(conn, tables.requests, [
+                queries.row_values(tables.requests, r) for c in commits
+                for r in _request_rows(c.task["run_id"] if c.task is not None else None, c.requests)])
+            ends = []
+            for c in commits:
+                if c.job is not None:
+                    values = {**c.job.values, "updated_at": now_ms()}
+                    ends.append((tuple(values), [*values.values(), c.job.job_id, c.job.worker]))
+            for columns in dict.fromkeys(cols for cols, _ in ends):
+                await self._driver(conn, queries.job_update_claimed_sql(columns),
+                                   [p for cols, p in ends if cols == columns], many=True)
+        return [len(c.bar_rows) for c in commits]
+
+    async def _driver_grouped(
+        self, conn: AsyncConnection, table: sa.Table, rows: list[tuple[tuple[str, ...], list]],
+        key: tuple[str, ...] = (),
     ) -> None:
-        if task is not None:
-            columns, params = queries.row_values(tables.tasks, task)
-            await self._driver(conn, queries.row_insert_sql(tables.tasks, columns), params)
-        if requests:
-            run_id = task["run_id"] if task is not None else None
-            rows = _request_rows(run_id, requests)
-            columns = queries.row_values(tables.requests, rows[0])[0]
-            await self._driver(conn, queries.row_insert_sql(tables.requests, columns),
-                               [queries.row_values(tables.requests, r)[1] for r in rows], many=True)
-        if job is not None:
-            values = {**job.values, "updated_at": now_ms()}
-            await self._driver(conn, queries.job_update_claimed_sql(tuple(values)),
-                               [*values.values(), job.job_id, job.worker])
+        """INSERT (or, with ``key``, upsert) (columns, parameters) rows: one executemany per
+        column list."""
+        for columns in dict.fromkeys(cols for cols, _ in rows):
+            await self._driver(conn, queries.row_insert_sql(table, columns, key),
+                               [params for cols, params in rows if cols == columns], many=True)
 
     async def series_touch(self, series: Series, provider: str, synthetic: bool, **values) -> None:
         """Record an attempt/outcome on a series without storing bars (creates it if new)."""
@@ -566,6 +603,29 @@ class Store(Coordination, ReferenceStore):
         async with self._read() as conn:
             rows = await conn.execute(queries.series_select(symbol))
             return [row_to(SeriesRow, r) for r in rows.all()]
+
+    async def series_rows(self, symbols: Iterable[str] | None = None) -> dict[tuple[str, str], SeriesRow]:
+        """(symbol, timeframe) -> row of every stored series (of ``symbols``), in one read."""
+        wanted = None if symbols is None else set(symbols)
+        only = next(iter(wanted)) if wanted is not None and len(wanted) == 1 else None
+        rows = await self.series_list(only)
+        return {(r.symbol, r.timeframe): r for r in rows if wanted is None or r.symbol in wanted}
+
+    async def series_overlap_starts(self, series: Iterable[Series], n: int) -> dict[Series, int | None]:
+        """Per series, the ts of the first of its last ``n`` stored bars (None without bars):
+        what ``bars_tail(series, n).ts[0]`` gives, for many series in a few statements."""
+        wanted = {(s.symbol, s.timeframe.value): s for s in series}
+        found: dict[Series, int | None] = dict.fromkeys(wanted.values())
+        if n <= 0 or not wanted:
+            return found
+        pairs = list(wanted)
+        async with self._read() as conn:
+            # Chunks: two bound parameters per series stay under every driver's limit.
+            for at in range(0, len(pairs), 450):
+                stmt = queries.series_overlap_starts(pairs[at:at + 450], n)
+                for symbol, timeframe, ts in (await conn.execute(stmt)).all():
+                    found[wanted[(symbol, timeframe)]] = None if ts is None else int(ts)
+        return found
 
     async def series_get(self, series: Series) -> SeriesRow | None:
         async with self._read() as conn:

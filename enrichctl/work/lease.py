@@ -166,11 +166,14 @@ async def run_start_or_join(
         except _LostRace as lost:
             if join == "never" or attempt == START_ATTEMPTS:
                 raise RunActive(lost.message) from None
-            await clock.sleep(0.2 * attempt)  # let the winner take its lease
+            # The winner takes its lease milliseconds after its run row: look again soon, while
+            # its run is still there to join (a small one is over in a fraction of a second).
+            await clock.sleep(START_RETRY_S * attempt)
     raise AssertionError("unreachable")
 
 
-START_ATTEMPTS = 5
+START_ATTEMPTS = 8
+START_RETRY_S = 0.05
 
 
 class _LostRace(RunActive):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -172,7 +173,7 @@ SlotDecision = Work | GiveBack | Wait | Leave
 def slot_decide(
     job: JobRow | None, unheld: list[tuple[int, int]], elsewhere: int | None, now: int
 ) -> SlotDecision:
-    """After a claim: ``job`` the claimed job (None: nothing claimable), ``unheld`` (id, last
+    """After a claim: ``job`` the next job claimed (None: nothing claimable), ``unheld`` (id, last
     touched) of jobs this worker claimed that no slot works on, ``elsewhere`` how many unfinished
     jobs other workers hold (asked only when there is no job and nothing unheld), ``now`` in ms.
 
@@ -236,7 +237,9 @@ class Runner:
         # storage fault no retry mends (a read-only file, a full disk).
         self.abort: ConfigError | ProviderUnavailable | StoreFault | None = None
         self.results: list[JobResult] = []
-        self._working: set[int] = set()  # ids of the jobs the slots are working on
+        self._working: set[int] = set()  # ids of the jobs claimed and not finished yet
+        self._claimed: deque[JobRow] = deque()  # claimed, waiting for a free slot
+        self._claiming = asyncio.Lock()
 
     async def run(self, run_id: int) -> list[JobResult]:
         """Work until no job of the run is left to claim and none is held by a live worker."""
@@ -248,6 +251,7 @@ class Runner:
             for task in (*slots, renewer):
                 task.cancel()
             await asyncio.gather(*slots, renewer, return_exceptions=True)
+        await self._give_back_claimed()
         if self.abort is not None:
             await self.ctx.store.jobs_fail_pending(run_id, self.abort.message)
         return self.results
@@ -277,7 +281,7 @@ class Runner:
         """Claim and work one job; False when there is nothing left for this worker."""
         store = self.ctx.store
         # Each question is asked only when the answers before it leave the slot without work.
-        job = await store.job_claim(run_id, self.worker, self.config.lease_ms)
+        job = await self._next_claimed(run_id)
         unheld = [] if job is not None else await store.jobs_claimed_unheld(
             run_id, self.worker, frozenset(self._working))
         elsewhere = None if job is not None or unheld else await store.jobs_unfinished_elsewhere(
@@ -291,8 +295,7 @@ class Runner:
         if isinstance(decision, GiveBack):
             await store.jobs_give_back(self.worker, list(decision.job_ids))
             return True
-        job = decision.job
-        self._working.add(job.id)
+        job = decision.job  # in _working since its claim
         try:
             # The claim started the job's next attempt (counted it, marked it running).
             before = job.attempts - 1
@@ -304,6 +307,31 @@ class Runner:
             self.results.append(result)
             self.progress("job_done", {"result": result})
         return True
+
+    async def _next_claimed(self, run_id: int) -> JobRow | None:
+        """The next job this worker claimed. Claims come a slot's worth at a time (one
+        transaction for ``max_concurrent`` jobs); a claimed job counts as worked on from the
+        claim on, so it is never mistaken for an orphan while it waits for a slot."""
+        if not self._claimed:
+            async with self._claiming:
+                if not self._claimed:
+                    claimed = await self.ctx.store.jobs_claim(
+                        run_id, self.worker, self.config.lease_ms, self.config.max_concurrent)
+                    self._working.update(j.id for j in claimed)
+                    self._claimed.extend(claimed)
+        return self._claimed.popleft() if self._claimed else None
+
+    async def _give_back_claimed(self) -> None:
+        """Jobs claimed but never started (the run is ending early) go back to pending."""
+        if not self._claimed:
+            return
+        ids = [j.id for j in self._claimed]
+        self._claimed.clear()
+        self._working.difference_update(ids)
+        try:
+            await self.ctx.store.jobs_give_back(self.worker, ids)
+        except StoreError as exc:  # their leases lapse; another worker or run takes them
+            log_event(log, logging.WARNING, "enrichment_give_back_failed", error=exc.message)
 
     async def _renew(self) -> None:
         while True:
