@@ -173,7 +173,7 @@ SlotDecision = Work | GiveBack | Wait | Leave
 def slot_decide(
     job: JobRow | None, unheld: list[tuple[int, int]], elsewhere: int | None, now: int
 ) -> SlotDecision:
-    """After a claim: ``job`` the next job claimed (None: nothing claimable), ``unheld`` (id, last
+    """After a claim: ``job`` the claimed job (None: nothing claimable), ``unheld`` (id, last
     touched) of jobs this worker claimed that no slot works on, ``elsewhere`` how many unfinished
     jobs other workers hold (asked only when there is no job and nothing unheld), ``now`` in ms.
 
@@ -295,7 +295,7 @@ class Runner:
         if isinstance(decision, GiveBack):
             await store.jobs_give_back(self.worker, list(decision.job_ids))
             return True
-        job = decision.job  # in _working since its claim
+        job = decision.job  # counted in _working from its claim on (_next_claimed)
         try:
             # The claim started the job's next attempt (counted it, marked it running).
             before = job.attempts - 1

@@ -24,8 +24,13 @@ ALLOWED = {
     # The life of a run across processes: below the use cases, above the data path of a series.
     "work": BASE | {"work", "pipeline", "providers", "resilience", "store"},
 }
-# Use cases that must not reach into a face or the systemd module (a subprocess on the loop).
-FORBIDDEN = {"dashboard": frozenset({"systemd", "web", "cli", "render", "prom"})}
+# Use cases that must not reach into a face (or, for the dashboard, the systemd module: a
+# subprocess on the loop).
+FACES = frozenset({"web", "cli"})
+FORBIDDEN = {
+    "dashboard": FACES | {"systemd"},
+    **{module: FACES for module in ("service", "runs", "chartbars", "exports", "inventory", "rundetail")},
+}
 
 
 def _part(path: Path) -> str:
