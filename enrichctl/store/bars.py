@@ -12,6 +12,7 @@ from enrichctl.store.tables import INDICATOR_KEY
 
 
 class BarReads(StoreCore):
+    """Reads of one series' bars and indicator values."""
 
     async def bars_range(self, series: Series, start: int | None = None, end: int | None = None) -> Bars:
         sql = raw_sql.bars_select_sql(self.dialect, start, end)

@@ -5,13 +5,13 @@ SQL through the same ``_read``/``_write`` transactions."""
 from __future__ import annotations
 
 import json
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from enrichctl.domain import now_ms
+from enrichctl.store.core import StoreCore
 from enrichctl.store.queries import control as control_sql
 from enrichctl.store.queries import runs as runs_sql
 from enrichctl.store.rows import JobRow, LeaseRow, WorkerRow, row_to
@@ -25,14 +25,8 @@ def _limiter_pause_key(limiter: str) -> str:
     return f"pause:{limiter}"
 
 
-class Coordination:
-    dialect: str
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
-        raise NotImplementedError
+class Coordination(StoreCore):
+    """The pause flag, the run lease, job claims, workers and the shared rate window."""
 
     # --- control: pause flag and the run lease -----------------------------------------------
 

@@ -14,6 +14,7 @@ from enrichctl.store.writes import series_consistency
 
 
 class IssueRecords(StoreCore):
+    """Quality issues: the recent ones of a series, what ``verify`` records."""
 
     async def issues_recent(self, symbol: str, timeframe: str | None = None, limit: int = 20) -> list[IssueRow]:
         async with self._read() as conn:

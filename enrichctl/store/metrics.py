@@ -10,6 +10,7 @@ from enrichctl.store.rows import QuotaRow
 
 
 class MetricsReads(StoreCore):
+    """The aggregates behind the dashboard's quota figures, metrics document and ``/metrics``."""
 
     async def requests_quota(self, since: int, window_since: int, provider: str) -> QuotaRow:
         """``provider``'s requests since ``window_since`` (its quota window) and its 429s then

@@ -3,22 +3,13 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from enrichctl.domain import CorporateAction, now_ms
+from enrichctl.store.core import StoreCore
 from enrichctl.store.queries import series as series_sql
 
 
-class ReferenceStore:
-    dialect: str
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:  # provided by Store
-        raise NotImplementedError
+class ReferenceStore(StoreCore):
+    """Corporate actions as the provider listed them."""
 
     async def actions_store(self, provider: str, actions: list[CorporateAction]) -> None:
         if not actions:

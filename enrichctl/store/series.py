@@ -12,6 +12,7 @@ from enrichctl.store.rows import SeriesRow, row_to
 
 
 class SeriesRecords(StoreCore):
+    """The series rows: attempts without bars, the inventory, removing a series."""
 
     async def series_touch(self, series: Series, provider: str, synthetic: bool, **values) -> None:
         """Record an attempt/outcome on a series without storing bars (creates it if new)."""

@@ -72,6 +72,7 @@ class JobEnd:
 
 
 class SeriesWrites(StoreCore):
+    """Commits of one task: its series' bars, indicators, issues and watermark with its records."""
 
     async def series_commit(
         self, write: SeriesWrite, *, task: dict[str, Any] | None = None,
