@@ -47,7 +47,7 @@ def sqlite_path(url: str | None) -> Path | None:
     return Path(database)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -57,18 +57,18 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _indicator_columns(sync: sa.Connection) -> set[str]:
+def indicator_columns_stored(sync: sa.Connection) -> set[str]:
     return {c["name"] for c in sa.inspect(sync).get_columns("indicators")}
 
 
-def _schema_ready(sync: sa.Connection, columns: tuple[str, ...]) -> bool:
+def schema_ready(sync: sa.Connection, columns: tuple[str, ...]) -> bool:
     """The schema is at head with every configured indicator column (read only)."""
     if migrate.current_revision(sync) != migrate.HEAD:
         return False
-    return set(columns) <= _indicator_columns(sync)
+    return set(columns) <= indicator_columns_stored(sync)
 
 
-def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
+def driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     """The errors of the driver itself, which the bulk paths meet without SQLAlchemy between
     (SQLAlchemy wraps them everywhere else): a StoreError like any other database error."""
     if dialect == "sqlite":
@@ -78,17 +78,17 @@ def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
     return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-def _sqlite_probe(path: Path, public_url: str) -> None:
+def sqlite_probe(path: Path, public_url: str) -> None:
     """Open the file once with the standard driver first: aiosqlite (0.22) leaves the worker
     thread of a connection that failed to open to report to an event loop that may have closed
     by then, a traceback after the error line. ConfigError naming the cause."""
     try:
         sqlite3.connect(path).close()
     except sqlite3.Error as exc:
-        raise ConfigError(f"cannot open the database {public_url}: {exc}{_directory_cause(path)}") from None
+        raise ConfigError(f"cannot open the database {public_url}: {exc}{directory_cause(path)}") from None
 
 
-def _directory_cause(path: Path) -> str:
+def directory_cause(path: Path) -> str:
     """Why SQLite cannot open ``path`` when its directory is the reason ("unable to open database
     file" says nothing): it creates its journal files beside the database, so a read-only or
     immutable directory stops it even when the file itself is writable. Empty otherwise."""
@@ -101,7 +101,7 @@ def _directory_cause(path: Path) -> str:
             f"its journal files beside {path.name})")
 
 
-def _unreachable(exc: BaseException) -> bool:
+def error_unreachable(exc: BaseException) -> bool:
     """The server could not be reached (refused, timed out, name unknown), as opposed to a
     server that answered with an error."""
     if isinstance(exc, OSError):
@@ -114,7 +114,7 @@ def _unreachable(exc: BaseException) -> bool:
     )
 
 
-def _public(url: str) -> str:
+def url_public(url: str) -> str:
     """The URL as it may be shown: no password, plain scheme."""
     parsed = make_url(url)
     return parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)

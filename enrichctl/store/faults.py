@@ -36,8 +36,8 @@ def store_error(exc: BaseException) -> StoreError:
     """Map a driver or SQLAlchemy error onto the store's error tree, by what the caller does:
     a lost connection passes (75), a read-only file or a full disk needs a person (78), a unique
     constraint means somebody else just wrote the same row."""
-    message = f"database error: {_short(exc)}"
-    lost = f"database connection lost: {_short(exc)}"
+    message = f"database error: {error_short(exc)}"
+    lost = f"database connection lost: {error_short(exc)}"
     causes = _causes(exc)
     if isinstance(exc, sa.exc.IntegrityError) or any(
         type(e).__name__.endswith("IntegrityError") or _sqlstate(e).startswith("23") for e in causes
@@ -74,7 +74,7 @@ def _connection_gone(exc: BaseException) -> bool:
     ) or "connection was closed in the middle of operation" in text
 
 
-def _short(exc: BaseException) -> str:
+def error_short(exc: BaseException) -> str:
     """The driver's message without SQLAlchemy's statement dump and background link."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc)

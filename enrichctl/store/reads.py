@@ -31,8 +31,8 @@ from sqlalchemy.engine import make_url
 from enrichctl.errors import ConfigError, NotFound, StoreError, TemporaryError
 
 # The store's own reading of URLs and driver errors, so both say the same things.
-from enrichctl.store.connect import _public, _unreachable, normalise_url
-from enrichctl.store.faults import _short
+from enrichctl.store.connect import error_unreachable, normalise_url, url_public
+from enrichctl.store.faults import error_short
 from enrichctl.store.queries import bars as bars_sql
 from enrichctl.store.queries import series as series_sql
 from enrichctl.store.tables import INDICATOR_KEY, bars, indicators_table, quality_issues
@@ -125,7 +125,7 @@ class PostgresSource:
         from sqlalchemy.pool import NullPool
 
         async_url = normalise_url(url)
-        self.where = _public(async_url)
+        self.where = url_public(async_url)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="enrichctl-reads", daemon=True)
         self._thread.start()
@@ -136,8 +136,8 @@ class PostgresSource:
         try:
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         except (sa.exc.DBAPIError, OSError) as exc:
-            message = f"cannot read {self.where}: {_short(exc)}"
-            if _unreachable(exc):  # may come back: try later
+            message = f"cannot read {self.where}: {error_short(exc)}"
+            if error_unreachable(exc):  # may come back: try later
                 raise TemporaryError(message) from None
             raise StoreError(message) from None
 

@@ -10,7 +10,7 @@ from enrichctl.domain import JobStatus, RequestRecord, now_ms
 from enrichctl.store.core import StoreCore
 from enrichctl.store.queries import runs as runs_sql
 from enrichctl.store.rows import JobRow, RunRow, TaskRow, row_to
-from enrichctl.store.writes import _request_rows
+from enrichctl.store.writes import request_rows
 
 
 class RunRecords(StoreCore):
@@ -20,7 +20,7 @@ class RunRecords(StoreCore):
         """Provider calls made outside a run (``verify --against-provider``)."""
         if requests:
             async with self._write() as conn:
-                await conn.execute(runs_sql.requests_insert(), _request_rows(None, requests))
+                await conn.execute(runs_sql.requests_insert(), request_rows(None, requests))
 
     async def run_create(self, **values) -> int:
         async with self._write() as conn:

@@ -22,19 +22,19 @@ from enrichctl.store import migrate
 from enrichctl.store.bars import BarReads
 from enrichctl.store.connect import (
     COLUMN_RE,
-    _directory_cause,
-    _driver_errors,
-    _indicator_columns,
-    _public,
-    _schema_ready,
-    _sqlite_pragmas,
-    _sqlite_probe,
-    _unreachable,
+    directory_cause,
+    driver_errors,
+    error_unreachable,
+    indicator_columns_stored,
     normalise_url,
+    schema_ready,
     sqlite_path,
+    sqlite_pragmas,
+    sqlite_probe,
+    url_public,
 )
 from enrichctl.store.coordination import Coordination
-from enrichctl.store.faults import _short, store_error
+from enrichctl.store.faults import error_short, store_error
 from enrichctl.store.groupcommit import GroupCommit
 from enrichctl.store.issues import IssueRecords
 from enrichctl.store.metrics import MetricsReads
@@ -42,7 +42,7 @@ from enrichctl.store.records import RunRecords
 from enrichctl.store.reference import ReferenceStore
 from enrichctl.store.series import SeriesRecords
 from enrichctl.store.tables import indicators_table
-from enrichctl.store.writes import JobEnd, SeriesWrite, SeriesWrites, _Commit, series_consistency
+from enrichctl.store.writes import Commit, JobEnd, SeriesWrite, SeriesWrites, series_consistency
 
 # Names callers import from here.
 __all__ = ["JobEnd", "SeriesWrite", "Store", "normalise_url", "series_consistency", "sqlite_path", "store_error"]
@@ -87,10 +87,10 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
         self.schema_current = True
         # SQLite has one writer at a time; queue our own writers here instead of in busy-wait.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        self._errors = (SQLAlchemyError, *_driver_errors(self.dialect))
+        self._errors = (SQLAlchemyError, *driver_errors(self.dialect))
         # The SQLite file as opened: (path, device, inode), checked before every commit.
         self._file: tuple[Path, int, int] | None = None
-        self._commits: GroupCommit[_Commit, int] = GroupCommit(self._commit_many)
+        self._commits: GroupCommit[Commit, int] = GroupCommit(self._commit_many)
 
     @classmethod
     async def open(
@@ -109,7 +109,7 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
                     raise ConfigError(
                         f"cannot create the database directory {path.parent}: {exc.strerror}"
                     ) from None
-                _sqlite_probe(path, _public(async_url))
+                sqlite_probe(path, url_public(async_url))
             kwargs["connect_args"] = {"timeout": 30}
             # Connection.close() has rolled back already: a second rollback on return to the
             # pool would be one more round trip to aiosqlite's thread for every use.
@@ -118,7 +118,7 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         engine = create_async_engine(async_url, **kwargs)
         if engine.dialect.name == "sqlite":
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         columns = tuple(indicator_columns)
         for name in columns:
             if not COLUMN_RE.match(name):
@@ -128,12 +128,12 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
             await store._prepare(columns, migrate)
         except (DBAPIError, OSError) as exc:
             await engine.dispose()
-            message = f"cannot open the database {_public(async_url)}: {_short(exc)}"
+            message = f"cannot open the database {url_public(async_url)}: {error_short(exc)}"
             if (path := sqlite_path(async_url) if engine.dialect.name == "sqlite" else None) is not None:
-                message += _directory_cause(path)
+                message += directory_cause(path)
             # A server that does not answer may come back (75); a SQLite file we cannot open, or
             # a server that refuses our credentials or database name, needs a person (78).
-            if engine.dialect.name == "postgresql" and _unreachable(exc):
+            if engine.dialect.name == "postgresql" and error_unreachable(exc):
                 raise TemporaryError(message) from None
             raise ConfigError(message) from None
         except BaseException:
@@ -153,14 +153,14 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
                 self.schema_current = await conn.run_sync(migrate.current_revision) == migrate.HEAD
             return
         async with self.engine.connect() as conn:
-            if await conn.run_sync(_schema_ready, columns):
+            if await conn.run_sync(schema_ready, columns):
                 return
         # One transaction under the schema lock: a kill leaves the old schema, a process that
         # started at the same moment waits and then finds everything done.
         async with self.engine.begin() as conn:
             await conn.run_sync(migrate.lock_schema)
             await conn.run_sync(migrate.upgrade)
-            existing = await conn.run_sync(_indicator_columns)
+            existing = await conn.run_sync(indicator_columns_stored)
             for name in columns:
                 if name not in existing:
                     # Validated against COLUMN_RE above: safe to interpolate.
@@ -182,7 +182,7 @@ class Store(SeriesWrites, BarReads, SeriesRecords, IssueRecords, RunRecords, Met
             async with self.engine.connect() as conn:
                 found = [r[0] for r in (await conn.exec_driver_sql("PRAGMA quick_check(3)")).all()]
         except self._errors as exc:  # damage that stops the check itself
-            found = [_short(exc)]
+            found = [error_short(exc)]
         if found != ["ok"]:
             problems = "; ".join(str(f).replace("\n", " ") for f in found)
             raise StoreDamaged(f"the database file {where} is damaged (quick_check: {problems})")

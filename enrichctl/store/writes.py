@@ -50,7 +50,7 @@ class SeriesWrite:
 
 
 @dataclass(frozen=True, slots=True)
-class _Commit:
+class Commit:
     """One task's commit: its series data (if any), its record, its provider calls, its job's end."""
 
     write: SeriesWrite | None
@@ -86,11 +86,11 @@ class SeriesWrites(StoreCore):
         key = (s.symbol, s.timeframe.value)
         # The driver's rows are built here, while the batch before this one is being written,
         # not inside the transaction, where the writer would wait for them.
-        commit = _Commit(write, task, requests or [], job, write.bars.rows(key),
+        commit = Commit(write, task, requests or [], job, write.bars.rows(key),
                          _indicator_rows(key, write.indicator_ts, write.indicators))
         return await self._commit_one(commit, key)
 
-    async def _commit_one(self, commit: _Commit, key: tuple[str, str] | None) -> int:
+    async def _commit_one(self, commit: Commit, key: tuple[str, str] | None) -> int:
         """SQLite has one writer: commits queue for it and go in batches. PostgreSQL commits
         each series in a transaction of its own, several at once on the pool's connections
         (one committer there made the backfill wait on it)."""
@@ -123,9 +123,9 @@ class SeriesWrites(StoreCore):
     ) -> None:
         """A finished task's row and its provider calls (and the job's end, for its last task),
         when no series data goes with them."""
-        await self._commit_one(_Commit(None, task, requests, job), None)
+        await self._commit_one(Commit(None, task, requests, job), None)
 
-    async def _commit_many(self, commits: list[_Commit]) -> list[int]:
+    async def _commit_many(self, commits: list[Commit]) -> list[int]:
         """One transaction for every commit given (no two of the same series): a statement per
         kind of row for all of them, not per series. Returns the bars each wrote."""
         now = now_ms()
@@ -181,7 +181,7 @@ class SeriesWrites(StoreCore):
                 raw_sql.row_values(tables.tasks, c.task) for c in commits if c.task is not None])
             await self._driver_grouped(conn, tables.requests, [
                 raw_sql.row_values(tables.requests, r) for c in commits
-                for r in _request_rows(c.task["run_id"] if c.task is not None else None, c.requests)])
+                for r in request_rows(c.task["run_id"] if c.task is not None else None, c.requests)])
             ends = []
             for c in commits:
                 if c.job is not None:
@@ -193,7 +193,7 @@ class SeriesWrites(StoreCore):
         return [len(c.bar_rows) for c in commits]
 
 
-def _request_rows(run_id: int | None, records: list[RequestRecord]) -> list[dict[str, Any]]:
+def request_rows(run_id: int | None, records: list[RequestRecord]) -> list[dict[str, Any]]:
     return [
         {"run_id": run_id, "provider": r.provider, "symbol": r.symbol, "timeframe": r.timeframe,
          "endpoint": r.endpoint, "status": r.status, "ok": r.ok, "latency_ms": r.latency_ms,
