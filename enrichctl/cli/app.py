@@ -40,6 +40,7 @@ from enrichctl.domain import (
 )
 from enrichctl.errors import EXIT_FAILED, EXIT_UNHEALTHY, EXIT_USAGE, EnrichError
 from enrichctl.logs import log_event, logging_setup
+from enrichctl.providers.registry import provider_names
 from enrichctl.settings import Settings, settings_load, settings_redacted
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ def run(
     symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated tickers (default: the configured universe).")] = None,
     asset_class: Annotated[AssetClass | None, typer.Option("--asset-class", help="Only this asset class.")] = None,
     timeframes: Annotated[str | None, typer.Option("--timeframes", "-t", help="Comma-separated, e.g. 1d,1h.")] = None,
-    provider: Annotated[str | None, typer.Option("--provider", click_type=click.Choice(["polygon", "demo"]), help="polygon or demo (synthetic, offline).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", click_type=click.Choice(provider_names()), help="polygon or demo (synthetic, offline).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="History start YYYY-MM-DD: for new series, a backfill of older history, or with --full-refresh the refetch start.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Backfill only up to this day YYYY-MM-DD (inclusive); a later plain run continues to now.")] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Refetch and replace whole series (from --since when given).")] = False,
@@ -534,7 +535,7 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 def config_check() -> None:
     """Validate the settings; exit 78 with the reason when they are wrong."""
     from enrichctl.errors import ConfigError
-    from enrichctl.providers.base import provider_check
+    from enrichctl.providers.registry import provider_check
     from enrichctl.systemd import calendar_check
 
     settings = _settings()
