@@ -8,7 +8,9 @@ issues and the watermark move together or not at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import check_batch, check_stale, quality_score
 from enrichctl.pipeline.score import expected_counter, session_counter
-from enrichctl.providers.reference import TickerState
+from enrichctl.providers.reference import ReferenceSource, TickerState
 from enrichctl.providers.base import Provider
 from enrichctl.settings import QualitySettings
 from enrichctl.store.repo import SeriesWrite, Store
@@ -261,7 +263,7 @@ async def _ticker_check(ctx: TaskContext, series: Series, issues: list[QualityIs
     """A new series' first fetch returned no bar: ask the reference data once. Unknown: fail
     (nothing is stored); delisted: keep it marked; known: a warning, and the answer is kept a
     week so that an empty series costs no lookup a night. Returns the delisting time."""
-    state_of = getattr(ctx.provider, "ticker_state", None)
+    state_of = _ticker_state_of(ctx.provider)
     key = f"reference:{ctx.provider.name}:ticker:{series.symbol}"
     known = await ctx.store.control_get(key) if state_of is not None else None
     if state_of is None or (known is not None and ctx.now - int(known["at"]) < KNOWN_TICKER_RECHECK_MS):
@@ -285,10 +287,16 @@ async def _delisted_check(ctx: TaskContext, series: Series) -> int | None:
     row = await ctx.store.series_get(series)
     if row is not None and row.delisted_at is not None:
         return row.delisted_at
-    state_of = getattr(ctx.provider, "ticker_state", None)
+    state_of = _ticker_state_of(ctx.provider)
     if state_of is None:
         return None
     return ctx.now if await state_of(series.symbol) is TickerState.INACTIVE else None
+
+
+def _ticker_state_of(provider: Provider) -> Callable[[str], Awaitable[TickerState]] | None:
+    """The provider's ticker lookup when it declares reference data (a run's ``GroupedCache``
+    does not: its grouped series skip the lookups)."""
+    return cast(ReferenceSource, provider).ticker_state if provider.supports_reference else None
 
 
 def _first_ts(bars: Bars) -> int | None:
