@@ -41,7 +41,7 @@ CHILD = """
 import asyncio, json, sys, time
 from enrichctl import service
 from enrichctl.domain import Timeframe
-from enrichctl.seriesbars import BarsQuery
+from enrichctl.chartbars import BarsQuery
 from enrichctl.settings import settings_load
 last, repeat = int(sys.argv[1]), int(sys.argv[2])
 CASES = {

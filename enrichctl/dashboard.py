@@ -208,14 +208,15 @@ async def _workers(store: Store, run: RunRow | None, now: int, lease_ms: float) 
     ]
 
 
-def health_from_overview(doc: dict[str, Any]) -> dict[str, Any]:
-    """healthy / degraded / unhealthy with one line per reason (``status --check``, ``/health``)."""
-    return _health(doc["processing_symbols"], doc["scheduler"], doc["generated_at"])
+def health(overview_doc: dict[str, Any]) -> dict[str, Any]:
+    """healthy / degraded / unhealthy with one line per reason, from the overview document: the
+    one verdict of ``status --check``, ``/dashboard/health`` and ``enrichctl_health``."""
+    return _health(overview_doc["processing_symbols"], overview_doc["scheduler"], overview_doc["generated_at"])
 
 
-def health_of_symbol(doc: dict[str, Any], generated_at: str | None) -> dict[str, Any]:
-    """The same verdict for the job-status document of one symbol."""
-    return _health([doc], None, generated_at)
+def health_of_symbol(job_status_doc: dict[str, Any]) -> dict[str, Any]:
+    """The same verdict for the job-status document of one symbol (``status SYMBOL --check``)."""
+    return _health([job_status_doc], None, job_status_doc.get("generated_at"))
 
 
 def _health(symbols: list[dict[str, Any]], scheduler: dict[str, Any] | None, generated_at: str | None) -> dict[str, Any]:

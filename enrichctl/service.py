@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from enrichctl import dashboard, inventory, rundetail
 from enrichctl.calendar import SessionCalendar
+from enrichctl.dashboard import health, health_of_symbol  # noqa: F401  (the faces reach them through service)
 from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
 from enrichctl.runs import (  # noqa: F401  (the faces reach them through service)
@@ -30,10 +31,10 @@ from enrichctl.settings import Settings
 from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
 from enrichctl.systemd import next_elapse
-from enrichctl.work import lease as lifecycle
+from enrichctl.work.lease import holder_alive
 
 if TYPE_CHECKING:
-    from enrichctl.seriesbars import BarsQuery
+    from enrichctl.chartbars import BarsQuery
 
 log = get_logger("service")
 
@@ -64,7 +65,7 @@ class Session:
         return await dashboard.overview(self.store, self.settings, self.calendar, now, next_run=next_run)
 
     async def health(self) -> dict[str, Any]:
-        return dashboard.health_from_overview(await self.overview())
+        return dashboard.health(await self.overview())
 
     async def job_status(self, symbol: str, now: int | None = None) -> dict[str, Any]:
         return await dashboard.job_status(self.store, self.settings, self.calendar, symbol, now or now_ms())
@@ -94,9 +95,9 @@ class Session:
         return await dashboard.metrics(self.store, self.settings, now or now_ms())
 
     async def series_bars(self, query: BarsQuery) -> dict[str, Any]:
-        from enrichctl import seriesbars  # it reads through exports, which imports this module
+        from enrichctl import chartbars  # it reads through exports, which imports this module
 
-        return await seriesbars.bars_document(self.store, query)
+        return await chartbars.bars_document(self.store, query)
 
     async def pause(self, reason: str | None, by: str | None = None) -> dict[str, Any]:
         """Pause, or while paused change the reason: a pause keeps its start (and, without a
@@ -122,7 +123,7 @@ class Session:
     async def active_run(self) -> dict[str, Any] | None:
         """The live holder of the run lease, or None (an expired lease is not live)."""
         lease = await self.store.lease_get()
-        if lease is None or not lifecycle.holder_alive(lease, now_ms()):
+        if lease is None or not holder_alive(lease, now_ms()):
             return None
         return {"run_id": lease.run_id, "host": lease.host, "pid": lease.pid,
                 "heartbeat_at": ms_to_iso(lease.heartbeat_at)}
@@ -146,14 +147,6 @@ def _who() -> str:
         except KeyError:  # a uid with no passwd entry (containers)
             user = f"uid {os.getuid()}"
     return f"{user}@{socket.gethostname()}"
-
-
-def health(overview_doc: dict[str, Any]) -> dict[str, Any]:
-    return dashboard.health_from_overview(overview_doc)
-
-
-def health_of_symbol(job_status_doc: dict[str, Any]) -> dict[str, Any]:
-    return dashboard.health_of_symbol(job_status_doc, job_status_doc.get("generated_at"))
 
 
 async def db_upgrade(settings: Settings) -> dict[str, Any]:

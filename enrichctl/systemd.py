@@ -41,6 +41,20 @@ CONFIG_CREDENTIAL = "enrichctl.toml"
 _HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))
 _ANALYZE_TIMEOUT_S = 10.0
 
+# Seccomp- and prctl-based settings need no privilege: the units of either manager get them.
+_COMMON_HARDENING = """\
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# CPython, numpy and TA-Lib need no writable+executable memory (checked by the test suite).
+MemoryDenyWriteExecute=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM"""
+
 # Sandboxing every unit gets from a system manager. Together with DynamicUser= this scores an
 # exposure of about 1.0 in `systemd-analyze security` (the test fails above 2.0).
 _SYSTEM_HARDENING = """\
@@ -68,17 +82,7 @@ ProtectProc=invisible
 ProcSubset=pid
 KeyringMode=private
 RemoveIPC=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-# CPython, numpy and TA-Lib need no writable+executable memory (checked by the test suite).
-MemoryDenyWriteExecute=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-SystemCallErrorNumber=EPERM"""
+""" + _COMMON_HARDENING
 
 # A user manager runs unprivileged: everything that needs a mount namespace (ProtectSystem=,
 # ProtectHome=, PrivateTmp=, PrivateDevices=, ProtectKernel*=, ProtectProc=, ...), a capability
@@ -87,16 +91,7 @@ SystemCallErrorNumber=EPERM"""
 _USER_HARDENING = """\
 UMask=0077
 NoNewPrivileges=yes
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-SystemCallErrorNumber=EPERM"""
+""" + _COMMON_HARDENING
 
 
 # --- rendering ------------------------------------------------------------------------------

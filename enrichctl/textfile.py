@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from enrichctl import prom, service
+from enrichctl import service
 from enrichctl.errors import ConfigError
 from enrichctl.settings import Settings
+from enrichctl.web import prom
 
 
 async def textfile_write(settings: Settings) -> Path | None:

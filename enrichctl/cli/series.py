@@ -1,5 +1,5 @@
 """``enrichctl series list|remove``: what is stored, and removing a series. Thin shells over
-``service.Session.series_inventory`` / ``series_remove``, like the commands in ``cli``."""
+``service.Session.series_inventory`` / ``series_remove``, like the other commands in ``cli``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from enrichctl.cli import render
-from enrichctl.cli.app import JSON_HELP, _instant, _one_symbol, _print_json, _run, _settings, _timeframes, _with_session
+from enrichctl.cli.parse import parse_instant, parse_symbol_argument, parse_timeframes
+from enrichctl.cli.shell import JSON_HELP, print_json, run_sync, settings_read, with_session
 
 series_app = typer.Typer(help="What is stored: list series, remove one.", no_args_is_help=True)
 
@@ -19,9 +20,9 @@ def series_list(
     as_of: Annotated[str | None, typer.Option("--as-of", hidden=True, help="Judge staleness as at this UTC instant.")] = None,
 ) -> None:
     """Every stored series: first and last bar, bars, provider, quality, stale."""
-    now = _instant(as_of)
-    doc = _run(_with_session(_settings(), lambda s: s.series_inventory(now)))
-    _print_json(doc) if as_json else render.series_inventory(render.shown(doc))
+    now = parse_instant(as_of)
+    doc = run_sync(with_session(settings_read(), lambda s: s.series_inventory(now)))
+    print_json(doc) if as_json else render.series_inventory(render.shown(doc))
 
 
 @series_app.command("remove")
@@ -34,14 +35,14 @@ def series_remove(
     """Remove a series' bars, indicators, quality issues and records."""
     from enrichctl.errors import UsageError
 
-    one = _one_symbol(symbol)
-    tf = _timeframes(timeframe, "--timeframe") if timeframe is not None else None
+    one = parse_symbol_argument(symbol)
+    tf = parse_timeframes(timeframe, "--timeframe") if timeframe is not None else None
     if tf is not None and len(tf) != 1:
         raise typer.BadParameter("expected exactly one timeframe", param_hint="--timeframe")
     tf_value = tf[0].value if tf else None
-    doc = _run(_with_session(_settings(), lambda s: s.series_remove(one, tf_value, yes)))
+    doc = run_sync(with_session(settings_read(), lambda s: s.series_remove(one, tf_value, yes)))
     if as_json:
-        _print_json(doc)
+        print_json(doc)
     elif doc["removed"]:
         typer.echo(f"removed {one} ({', '.join(doc['timeframes'])}): {doc['bars']} bars with their "
                    "indicators, quality issues and records")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from enrichctl.domain import AssetClass, RunStatus, Timeframe
-from enrichctl.seriesbars import LIMIT_DEFAULT, LIMIT_MAX, POINTS_MIN
 from enrichctl.web.params import (
     HISTORY_DEFAULT,
     HISTORY_MAX,
@@ -18,6 +17,7 @@ from enrichctl.web.params import (
     SYMBOL_PATTERN,
     TRIGGER_MAX_SYMBOLS,
 )
+from enrichctl.web.seriesbars import LIMIT_DEFAULT, LIMIT_MAX, POINTS_MIN
 
 API = "/api/v1/enrichment"  # every JSON endpoint is under it (server.py routes from this)
 JSON = "application/json"

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from enrichctl.web.params import symbol_param
 
-STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "symbol.js": "text/javascript",
-                "symbol.css": "text/css",
+STATIC_FILES = {"common.js": "text/javascript", "app.js": "text/javascript", "app.css": "text/css",
+                "symbol.js": "text/javascript", "symbol.css": "text/css",
                 "vendor/lightweight-charts.standalone.production.js": "text/javascript",
                 "vendor/lightweight-charts.LICENSE": "text/plain"}
 PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from enrichctl import dashboard, prom, seriesbars, service
+from enrichctl import service
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -32,7 +32,7 @@ from enrichctl.logs import get_logger, log_event
 from enrichctl.loopback import host_is_loopback
 from enrichctl.providers.registry import provider_check
 from enrichctl.settings import Settings
-from enrichctl.web import openapi
+from enrichctl.web import openapi, prom, seriesbars
 from enrichctl.web.cache import Rendered, SharedBuilds
 from enrichctl.web.connections import ACCEPT_BACKLOG, ConnectionGuard, connections_cap
 from enrichctl.web.hosts import HostPolicy
@@ -240,7 +240,7 @@ async def health(request: web.Request) -> web.Response:
     query_check(request.query, ())
     now = request.app[STATE].now
     overview_doc = (await _document(request, ("overview",), lambda s: s.overview(now))).doc
-    doc = dashboard.health_from_overview(overview_doc)
+    doc = service.health(overview_doc)
     return json_response(doc, 503 if doc["status"] == "unhealthy" else 200)
 
 

@@ -12,7 +12,6 @@ The start/join/take-over choice is ``lease_decide``: a pure function of what the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -22,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from enrichctl.domain import JOB_UNFINISHED, RunStatus, now_ms
+from enrichctl.domain import JOB_UNFINISHED, RunStatus
 from enrichctl.errors import RunActive, StoreConflict, StoreError
 from enrichctl.logs import get_logger, log_event
+from enrichctl.resilience.clock import Clock
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import LeaseRow, RunRow, WorkerRow
+from enrichctl.work.clock import SYSTEM_CLOCK, wall_ms
 
 log = get_logger("lifecycle")
 
@@ -151,7 +152,8 @@ def lease_decide(
 
 
 async def run_start_or_join(
-    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int = LEASE_TTL_MS
+    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int = LEASE_TTL_MS,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Joined | None:
     """Carry out ``lease_decide``: the run this process works, or None (``run --worker`` and
     nothing active); ``RunActive`` when it must not join the live run.
@@ -160,13 +162,13 @@ async def run_start_or_join(
     the winner's run instead of giving up."""
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return await _start_or_join_once(store, run_values, join=join, ttl_ms=ttl_ms)
+            return await _start_or_join_once(store, run_values, join=join, ttl_ms=ttl_ms, clock=clock)
         except _LostRace as lost:
             if join == "never" or attempt == START_ATTEMPTS:
                 raise RunActive(lost.message) from None
             # The winner takes its lease milliseconds after its run row: look again soon, while
             # its run is still there to join (a small one is over in a fraction of a second).
-            await asyncio.sleep(START_RETRY_S * attempt)
+            await clock.sleep(START_RETRY_S * attempt)
     raise AssertionError("unreachable")
 
 
@@ -179,12 +181,13 @@ class _LostRace(RunActive):
 
 
 async def _start_or_join_once(
-    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int
+    store: Store, run_values: dict[str, Any], *, join: JoinMode, ttl_ms: int, clock: Clock
 ) -> Joined | None:
     lease = await store.lease_get()
     workers = await store.workers_of_run(lease.run_id) if lease is not None else []
     run = await store.run_get(lease.run_id) if lease is not None else None
-    decision = lease_decide(lease, workers, run, await store.runs_running(), now_ms(), join=join, ttl_ms=ttl_ms)
+    running = await store.runs_running()
+    decision = lease_decide(lease, workers, run, running, wall_ms(clock), join=join, ttl_ms=ttl_ms)
     if isinstance(decision, Refuse):
         raise RunActive(decision.message)
     if isinstance(decision, JoinRun):
@@ -202,21 +205,22 @@ async def _start_or_join_once(
         run_id, socket.gethostname(), os.getpid(), ttl_ms, dead_run_id=decision.take_over
     )
     if holder.run_id != run_id:
-        await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=now_ms(),
+        await store.run_update(run_id, status=RunStatus.CANCELLED.value, finished_at=wall_ms(clock),
                                error=f"lost the lease to run {holder.run_id}")
         raise _LostRace(f"run {holder.run_id} is active (host {holder.host}, pid {holder.pid})")
     return Joined(run_id, True, worker_id())
 
 
 async def heartbeat(
-    store: Store, run_id: int, worker: str, jobs_done: Callable[[], int], ttl_ms: int = LEASE_TTL_MS
+    store: Store, run_id: int, worker: str, jobs_done: Callable[[], int], ttl_ms: int = LEASE_TTL_MS,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> None:
     """Renew the run lease and this worker's row until cancelled (three beats per lease)."""
     while True:
-        await asyncio.sleep(ttl_ms / 3000)
+        await clock.sleep(ttl_ms / 3000)
         try:
             await store.lease_heartbeat(run_id, ttl_ms, socket.gethostname(), os.getpid())
-            await store.worker_update(worker, heartbeat_at=now_ms(), jobs_done=jobs_done())
+            await store.worker_update(worker, heartbeat_at=wall_ms(clock), jobs_done=jobs_done())
         except StoreError as exc:  # a busy database must not kill the run; the next beat retries
             log_event(log, logging.WARNING, "enrichment_heartbeat_failed", run_id=run_id,
                       error=exc.message)
@@ -238,6 +242,7 @@ async def run_close_if_done(
     resilience: dict[str, Any] | None,
     retention_ms: int,
     on_closed: Callable[[RunStatus], Awaitable[None]] | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunStatus | None:
     """Close the run when no job is left; None while other workers still hold jobs. Only one
     worker's close takes effect (the run must still be ``running``)."""
@@ -245,9 +250,9 @@ async def run_close_if_done(
     if any(status in JOB_UNFINISHED for status in counts):
         return None
     status = run_status_of(counts)
-    closed = await _close(store, run_id, status, counts, error, resilience)
+    closed = await _close(store, run_id, status, counts, error, resilience, wall_ms(clock))
     if closed:
-        await store.requests_prune(now_ms() - retention_ms)
+        await store.requests_prune(wall_ms(clock) - retention_ms)
         if on_closed is not None:
             await on_closed(status)
     run = await store.run_get(run_id)
@@ -256,29 +261,29 @@ async def run_close_if_done(
 
 async def run_cancel(
     store: Store, run_id: int, worker: str, resilience: dict[str, Any] | None,
-    ttl_ms: int = LEASE_TTL_MS,
+    ttl_ms: int = LEASE_TTL_MS, clock: Clock = SYSTEM_CLOCK,
 ) -> bool:
     """A graceful stop (SIGTERM, Ctrl-C). With other live workers, hand our jobs back to them;
     alone, cancel the run. True when the run was cancelled."""
-    now = now_ms()
+    now = wall_ms(clock)
     others = [w for w in await store.workers_of_run(run_id) if w.id != worker and worker_beats(w, now, ttl_ms)]
     if others:
         await store.jobs_release(worker)
         return False
     await store.jobs_cancel_unfinished(run_id, "run cancelled")
     counts = await store.jobs_counts(run_id)
-    await _close(store, run_id, RunStatus.CANCELLED, counts, "cancelled by a signal", resilience)
+    await _close(store, run_id, RunStatus.CANCELLED, counts, "cancelled by a signal", resilience, wall_ms(clock))
     return True
 
 
 async def _close(
     store: Store, run_id: int, status: RunStatus, counts: dict[str, tuple[int, int, int]],
-    error: str | None, resilience: dict[str, Any] | None,
+    error: str | None, resilience: dict[str, Any] | None, now: int,
 ) -> bool:
     closed = await store.run_finalize(
         run_id,
         status=status.value,
-        finished_at=now_ms(),
+        finished_at=now,
         jobs_total=sum(n for n, _f, _w in counts.values()),
         jobs_succeeded=counts.get("succeeded", (0, 0, 0))[0],
         jobs_failed=counts.get("failed", (0, 0, 0))[0],

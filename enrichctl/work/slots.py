@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from enrichctl.domain import AssetClass, Instrument, JobStatus, RequestRecord, now_ms
+from enrichctl.domain import AssetClass, Instrument, JobStatus, RequestRecord
 from enrichctl.errors import (
     ConfigError,
     EnrichError,
@@ -35,8 +34,10 @@ from enrichctl.errors import (
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, SeriesPlan
 from enrichctl.pipeline.task import TaskContext, TaskOutcome, series_update
+from enrichctl.resilience.clock import Clock
 from enrichctl.store.repo import JobEnd
 from enrichctl.store.rows import JobRow
+from enrichctl.work.clock import SYSTEM_CLOCK, wall_ms
 
 log = get_logger("runner")
 
@@ -82,10 +83,10 @@ class JobResult:
             self.actions.append(outcome.action)
         self.up_to_date += int(plan.mode is Mode.UP_TO_DATE)
 
-    def end_values(self) -> dict[str, Any]:
-        """The job row's last update."""
+    def end_values(self, now: int) -> dict[str, Any]:
+        """The job row's last update, at ``now``."""
         return {
-            "status": self.status.value, "finished_at": now_ms(), "duration_ms": self.duration_ms,
+            "status": self.status.value, "finished_at": now, "duration_ms": self.duration_ms,
             "bars_fetched": self.bars_fetched, "bars_written": self.bars_written,
             "lease_expires_at": None,
             "error": self.error if self.status is JobStatus.FAILED else None,
@@ -137,6 +138,83 @@ ORPHAN_POLL_S = 0.05  # a claim in flight shows up in _working within moments
 STORE_RETRIES = 5
 
 
+# -- the slot's decisions, pure: what it does next from what the database answered and the time --
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Work the job just claimed."""
+
+    job: JobRow
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    """Hand back jobs this worker claimed that no slot works on and nobody touched for a while."""
+
+    job_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to do now: look again in ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Nothing is left for this worker: the slot ends."""
+
+
+SlotDecision = Work | GiveBack | Wait | Leave
+
+
+def slot_decide(
+    job: JobRow | None, unheld: list[tuple[int, int]], elsewhere: int | None, now: int
+) -> SlotDecision:
+    """After a claim: ``job`` the claimed job (None: nothing claimable), ``unheld`` (id, last
+    touched) of jobs this worker claimed that no slot works on, ``elsewhere`` how many unfinished
+    jobs other workers hold (asked only when there is no job and nothing unheld), ``now`` in ms.
+
+    Unheld jobs (a slot's bookkeeping failed, or a claim's reply was lost) would otherwise stay
+    claimed, and renewed, for ever; but a claim another slot made a moment ago is not in the
+    working set yet, so only jobs untouched for ``ORPHAN_AFTER_MS`` go back, and the slot looks
+    again soon. Our own unfinished jobs finish in the other slots; only jobs other workers hold
+    are worth waiting for (their claims may lapse and become ours)."""
+    if job is not None:
+        return Work(job)
+    if unheld:
+        stale = tuple(i for i, touched in unheld if now - touched > ORPHAN_AFTER_MS)
+        return GiveBack(stale) if stale else Wait(ORPHAN_POLL_S)
+    if not elsewhere:
+        return Leave()
+    return Wait(IDLE_POLL_S)
+
+
+def store_backoff(failures: int) -> float | None:
+    """Seconds a slot waits after its ``failures``-th consecutive bookkeeping failure (0.5 s
+    doubling, at most 10 s); None once ``STORE_RETRIES`` are used up: the run gives up."""
+    if failures > STORE_RETRIES:
+        return None
+    return min(0.5 * 2 ** failures, 10.0)
+
+
+def job_retry_delay(
+    errors: list[EnrichError], attempt: int, *, aborted: bool, out_of_retries: bool, ceiling: float,
+    jitter: Callable[[float], float],
+) -> float | None:
+    """Seconds before a job's next attempt after its tasks failed with ``errors`` in this
+    worker's ``attempt``-th try of it; None: it fails now (the run aborted, an error that will
+    not pass by itself, or no retry left). Exponential with full jitter, ``jitter(ceiling *
+    2**(attempt-1))``, and never sooner than an open circuit says it lets calls through."""
+    retryable = all(getattr(e, "retryable", False) or isinstance(e, StoreError | TemporaryError) for e in errors)
+    if aborted or not retryable or out_of_retries:
+        return None
+    wait_at_least = max((getattr(e, "retry_in", 0.0) for e in errors), default=0.0)
+    return max(jitter(ceiling * 2 ** (attempt - 1)), wait_at_least)
+
+
 class Runner:
     def __init__(
         self,
@@ -146,8 +224,10 @@ class Runner:
         plan_job: JobPlanner,
         requests: list[RequestRecord],
         progress: ProgressHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.ctx = ctx
+        self.clock = clock
         self.config = config
         self.worker = worker
         self.plan_job = plan_job
@@ -193,33 +273,29 @@ class Runner:
                 failures += 1
                 log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
                           attempt=failures, error=exc.message)
-                if failures > STORE_RETRIES:
+                if (delay := store_backoff(failures)) is None:
                     raise
-                await asyncio.sleep(min(0.5 * 2 ** failures, 10.0))
+                await self.clock.sleep(delay)
 
     async def _claim_and_work(self, run_id: int) -> bool:
         """Claim and work one job; False when there is nothing left for this worker."""
         store = self.ctx.store
+        # Each question is asked only when the answers before it leave the slot without work.
         job = await self._next_claimed(run_id)
-        if job is None:
-            # Jobs this worker claimed that no slot works on (a slot's bookkeeping failed, or a
-            # claim's reply was lost) would otherwise stay claimed, and renewed, for ever.
-            unheld = await store.jobs_claimed_unheld(run_id, self.worker, frozenset(self._working))
-            if unheld:
-                # A claim made a moment ago by another slot is not in _working yet: give back
-                # only jobs nobody has touched for a while, and look again soon.
-                stale = [i for i, touched in unheld if now_ms() - touched > ORPHAN_AFTER_MS]
-                if stale:
-                    await store.jobs_give_back(self.worker, stale)
-                else:
-                    await asyncio.sleep(ORPHAN_POLL_S)
-                return True
-            # Our own unfinished jobs finish in the other slots; only jobs other workers
-            # hold are worth waiting for (their claims may lapse and become ours).
-            if await store.jobs_unfinished_elsewhere(run_id, self.worker) == 0:
-                return False
-            await asyncio.sleep(IDLE_POLL_S)
+        unheld = [] if job is not None else await store.jobs_claimed_unheld(
+            run_id, self.worker, frozenset(self._working))
+        elsewhere = None if job is not None or unheld else await store.jobs_unfinished_elsewhere(
+            run_id, self.worker)
+        decision = slot_decide(job, unheld, elsewhere, wall_ms(self.clock))
+        if isinstance(decision, Leave):
+            return False
+        if isinstance(decision, Wait):
+            await self.clock.sleep(decision.seconds)
             return True
+        if isinstance(decision, GiveBack):
+            await store.jobs_give_back(self.worker, list(decision.job_ids))
+            return True
+        job = decision.job  # counted in _working from its claim on (_next_claimed)
         try:
             # The claim started the job's next attempt (counted it, marked it running).
             before = job.attempts - 1
@@ -259,7 +335,7 @@ class Runner:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(self.config.lease_ms / 3000)  # three renewals per lease
+            await self.clock.sleep(self.config.lease_ms / 3000)  # three renewals per lease
             try:
                 await self.ctx.store.jobs_renew(self.worker, self.config.lease_ms)
             except StoreError as exc:  # the next renewal retries; a lapse only lets others help
@@ -271,7 +347,7 @@ class Runner:
         store = self.ctx.store
         result = JobResult(symbol, JobStatus.RUNNING, attempts_before + 1)  # the claim's attempt
         remaining = list(job.tasks)
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         ended = False  # the job's end was committed with its last task
         while True:
             if result.attempts > attempts_before + 1 and not await store.job_update_claimed(
@@ -303,26 +379,24 @@ class Runner:
                 break
             error = "; ".join(f"{p.series}: {e.message}" for p, e in failed)
             result.error = error
-            retryable = all(
-                getattr(e, "retryable", False) or isinstance(e, StoreError | TemporaryError)
-                for _, e in failed
+            delay = job_retry_delay(
+                [e for _, e in failed], result.attempts - attempts_before, aborted=self.abort is not None,
+                out_of_retries=result.attempts > self.config.max_retries,
+                ceiling=self.config.retry_delay, jitter=self._jitter,
             )
-            if self.abort is not None or not retryable or result.attempts > self.config.max_retries:
+            if delay is None:
                 result.status = JobStatus.FAILED
                 break
-            # An open circuit says when it will let calls through: no sooner than that.
-            wait_at_least = max((getattr(e, "retry_in", 0.0) for _, e in failed), default=0.0)
-            delay = max(self._backoff(result.attempts - attempts_before), wait_at_least)
             await store.job_update_claimed(job_id, self.worker, status=JobStatus.RETRYING.value,
                                            error=error)
             log_event(log, logging.WARNING, "enrichment_retry", run_id=self.ctx.run_id, symbol=symbol,
                       attempt=result.attempts, delay_s=round(delay, 2), error=error)
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
             remaining = [p for p, _ in failed]
             result.attempts += 1
         if not ended:
-            result.duration_ms = (time.perf_counter() - started) * 1000
-            await store.job_update_claimed(job_id, self.worker, **result.end_values())
+            result.duration_ms = (self.clock.monotonic() - started) * 1000
+            await store.job_update_claimed(job_id, self.worker, **result.end_values(wall_ms(self.clock)))
         if result.status is JobStatus.SUCCEEDED:
             log_event(log, logging.INFO, "enrichment_completed", run_id=self.ctx.run_id,
                       symbol=symbol, bars_fetched=result.bars_fetched,
@@ -345,26 +419,26 @@ class Runner:
             "job_id": job_id, "run_id": self.ctx.run_id, "symbol": series.symbol,
             "timeframe": series.timeframe.value, "attempt": attempt, "range_start": plan.start,
             "range_end": plan.end if plan.start is not None else None,
-            "full_refresh": plan.mode in (Mode.FULL, Mode.NEW), "started_at": now_ms(),
+            "full_refresh": plan.mode in (Mode.FULL, Mode.NEW), "started_at": wall_ms(self.clock),
         }
         mine: list[RequestRecord] = []
         token = _TASK_REQUESTS.set(mine)
         try:
             outcome, write = await series_update(self.ctx, plan)
         except EnrichError as exc:
-            failed = {**row, "status": JobStatus.FAILED.value, "finished_at": now_ms(),
+            failed = {**row, "status": JobStatus.FAILED.value, "finished_at": wall_ms(self.clock),
                       "error": exc.message, "bars_fetched": 0, "bars_written": 0,
                       "indicator_values": 0}
             await store.task_record(failed, mine + self._drain_requests())
             if isinstance(exc, UnknownTickerError):
                 raise  # no series is kept for a ticker the provider does not know
             await store.series_touch(series, self.ctx.provider.name, self.ctx.provider.synthetic,
-                                     last_attempt_at=now_ms(), last_error=exc.message)
+                                     last_attempt_at=wall_ms(self.clock), last_error=exc.message)
             raise
         finally:
             _TASK_REQUESTS.reset(token)
         row.update(
-            status=JobStatus.SUCCEEDED.value, finished_at=now_ms(),
+            status=JobStatus.SUCCEEDED.value, finished_at=wall_ms(self.clock),
             bars_fetched=outcome.bars_fetched, bars_written=outcome.bars_written,
             indicator_values=outcome.indicator_values, fetch_ms=outcome.fetch_ms,
             compute_ms=outcome.compute_ms, compute_ok=None if outcome.compute_ms is None else True,
@@ -376,8 +450,8 @@ class Runner:
             # What the job will be once this commits; ``closing`` itself is tallied after it.
             end = replace(closing, actions=list(closing.actions), status=JobStatus.SUCCEEDED, error=None)
             end.tally(plan, outcome)
-            end.duration_ms = (time.perf_counter() - started) * 1000
-            job_end = JobEnd(job_id, self.worker, end.end_values())
+            end.duration_ms = (self.clock.monotonic() - started) * 1000
+            job_end = JobEnd(job_id, self.worker, end.end_values(wall_ms(self.clock)))
         if write is not None:
             await store.series_commit(write, task=row, requests=requests, job=job_end)
         else:
@@ -392,6 +466,6 @@ class Runner:
         batch, self.requests[:] = list(self.requests), []
         return batch
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential with full jitter: uniform(0, base * 2**(attempt-1))."""
-        return self.config.rng.uniform(0, self.config.retry_delay * 2 ** (attempt - 1))
+    def _jitter(self, ceiling: float) -> float:
+        """Full jitter: uniform(0, ceiling)."""
+        return self.config.rng.uniform(0, ceiling)

@@ -13,12 +13,13 @@ import pytest
 from fake_polygon import FakePolygon
 from prometheus_client.parser import text_string_to_metric_families
 
-from enrichctl import prom, service
+from enrichctl import service
 from enrichctl.calendar import SessionCalendar, utc_date_ms
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe, ms_to_iso
 from enrichctl.errors import EXIT_OK
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.settings import Settings
+from enrichctl.web import prom
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

@@ -1,4 +1,4 @@
-"""Imports run one way: faces -> service/runs -> pipeline -> providers, resilience, store -> base.
+"""Imports run one way: faces -> service/runs -> work -> pipeline -> providers, resilience, store -> base.
 
 Read with ``ast`` (nothing is imported), every import counts: at module level, inside a function
 or under ``TYPE_CHECKING``. docs/architecture.md lists the upward imports that remain; the
@@ -21,9 +21,16 @@ ALLOWED = {
     "providers": BASE | {"providers", "resilience"},
     "resilience": BASE | {"resilience"},
     "pipeline": BASE | {"pipeline", "providers", "resilience", "store"},
+    # The life of a run across processes: below the use cases, above the data path of a series.
+    "work": BASE | {"work", "pipeline", "providers", "resilience", "store"},
 }
-# Use cases that must not reach into a face or the systemd module (a subprocess on the loop).
-FORBIDDEN = {"dashboard": frozenset({"systemd", "web", "cli", "render", "prom"})}
+# Use cases that must not reach into a face (or, for the dashboard, the systemd module: a
+# subprocess on the loop).
+FACES = frozenset({"web", "cli"})
+FORBIDDEN = {
+    "dashboard": FACES | {"systemd"},
+    **{module: FACES for module in ("service", "runs", "chartbars", "exports", "inventory", "rundetail")},
+}
 
 
 def _part(path: Path) -> str:
@@ -70,3 +77,10 @@ def test_the_check_sees_an_upward_import() -> None:
     tree = ast.parse("from enrichctl.pipeline.calendar import NEW_YORK\nfrom enrichctl import systemd\n")
     assert _imported_parts(tree) == {"pipeline", "systemd"}
     assert "pipeline" not in ALLOWED["providers"] and "systemd" in FORBIDDEN["dashboard"]
+
+
+def test_the_work_layer_sits_between_the_use_cases_and_the_pipeline() -> None:
+    tree = ast.parse("from enrichctl import runs, notify\nfrom enrichctl.work.slots import Runner\n")
+    assert _imported_parts(tree) == {"runs", "notify", "work"}
+    assert {"runs", "service", "notify", "dashboard"}.isdisjoint(ALLOWED["work"])
+    assert "work" not in ALLOWED["pipeline"] and "pipeline" in ALLOWED["work"]

@@ -2,28 +2,14 @@
 // comes from the server goes into the page through textContent, never innerHTML.
 "use strict";
 
-const API = "/api/v1/enrichment";
 const REFRESH_MS = 10000;
 const TOKEN_KEY = "enrichctl.token";
 const SVG_NS = "http://www.w3.org/2000/svg";
-
-function el(tag, text, attrs) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  return node;
-}
 
 function svg(tag, attrs) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
   return node;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const cell of cells) tr.append(cell instanceof Node ? cell : el("td", cell));
-  return tr;
 }
 
 function symbolLink(symbol, synthetic) {
@@ -61,24 +47,10 @@ function age(seconds) {
   return `${Math.round(seconds / 86400)} d`;
 }
 
-function when(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC") : "—";
-}
-
 function message(text, isError) {
   const out = document.getElementById("message");
   out.textContent = text;
   out.dataset.status = isError ? "error" : "succeeded";
-}
-
-async function getJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
-  const doc = await response.json();
-  // /health answers 503 with its document when unhealthy: that is data, not an error.
-  if (!response.ok && !(path.endsWith("/health") && response.status === 503)) {
-    throw new Error(doc.detail || `${response.status} ${response.statusText}`);
-  }
-  return doc;
 }
 
 async function post(path, params, body) {

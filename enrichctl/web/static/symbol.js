@@ -3,7 +3,6 @@
 // series' figures, the issues and the recent jobs. Server text goes in through textContent only.
 "use strict";
 
-const API = "/api/v1/enrichment";
 const MAX_POINTS = 3000; // more bars than this in a range: the server merges them into buckets
 const DAY_S = 86400;
 const RANGES = [["1D", 1], ["1W", 7], ["1M", 31], ["3M", 92], ["1Y", 366], ["5Y", 1827], ["All", null]];
@@ -18,34 +17,10 @@ const state = {
 };
 window.enrichctlSymbolPage = state; // read by the browser test and handy in a console
 
-function el(tag, text, attrs) {
-  const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  return node;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  for (const cell of cells) tr.append(cell instanceof Node ? cell : el("td", cell));
-  return tr;
-}
-
-function when(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC") : "—";
-}
-
 function message(text, isError) {
   const out = document.getElementById("message");
   out.textContent = text;
   out.dataset.status = isError ? "error" : "";
-}
-
-async function getJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
-  const doc = await response.json();
-  if (!response.ok) throw new Error(doc.detail || `${response.status} ${response.statusText}`);
-  return doc;
 }
 
 function seconds(iso) {

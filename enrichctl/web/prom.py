@@ -21,8 +21,8 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from enrichctl.dashboard import METRICS_WINDOW_HOURS, health_from_overview
-from enrichctl.service import Session
+from enrichctl.dashboard import METRICS_WINDOW_HOURS
+from enrichctl.service import Session, health
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -62,7 +62,7 @@ async def exposition(session: Session) -> bytes:
     overview = await session.overview()
     window_start_ms = int(time.time() * 1000) - METRICS_WINDOW_HOURS * 3_600_000
     aggregates = await aggregates_read(session, window_start_ms)
-    snapshot = Snapshot(time.time(), overview, health_from_overview(overview), aggregates,
+    snapshot = Snapshot(time.time(), overview, health(overview), aggregates,
                         await schedule_read(session))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot))
