@@ -110,8 +110,8 @@ class IdleStore:
         self.given_back: list[tuple[float, list[int]]] = []
         self.renewals: list[float] = []
 
-    async def job_claim(self, run_id: int, worker: str, lease_ms: int) -> JobRow | None:
-        return None
+    async def jobs_claim(self, run_id: int, worker: str, lease_ms: int, limit: int) -> list[JobRow]:
+        return []
 
     async def jobs_claimed_unheld(self, run_id: int, worker: str, held: frozenset[int]):
         return list(self.unheld)
