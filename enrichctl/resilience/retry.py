@@ -62,8 +62,10 @@ class RetryPolicy:
         backoff_multiplier: float = 2.0,
         retry_after_cap: float = 300.0,
         rng: random.Random | None = None,
+        retryable: Callable[[BaseException], bool] = is_retryable,
     ) -> None:
-        """``rng`` seeds the full jitter (tests); without it, ``backoff.full_jitter`` draws."""
+        """``rng`` seeds the full jitter (tests); without it, ``backoff.full_jitter`` draws.
+        ``retryable`` says which errors are tried again (by default a provider error that says so)."""
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if initial_delay < 0 or max_delay < 0 or retry_after_cap < 0:
@@ -77,6 +79,7 @@ class RetryPolicy:
         self.max_delay = max_delay
         self.backoff_multiplier = backoff_multiplier
         self.retry_after_cap = retry_after_cap
+        self._retryable = retryable
         self._jitter: Jitter = (
             functools.partial(rng.uniform, 0.0) if rng is not None else backoff.full_jitter
         )
@@ -125,7 +128,7 @@ class RetryPolicy:
             try:
                 return await attempt_fn()
             except Exception as exc:  # CancelledError is a BaseException and passes untouched
-                if not is_retryable(exc):
+                if not self._retryable(exc):
                     raise
                 if attempt > self.max_retries:
                     self._exhausted += 1

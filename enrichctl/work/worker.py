@@ -26,6 +26,7 @@ from enrichctl.pipeline.plan import Mode, RunPlan
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.grouped import GroupedCache, grouped_prefetch
 from enrichctl.resilience.clock import Clock
+from enrichctl.resilience.retry import RetryPolicy
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 from enrichctl.work import lease
@@ -252,16 +253,16 @@ async def _close(session: _Session) -> None:
 
 async def _with_store_retries(operation, run_id: int, clock: Clock, attempts: int = 5):
     """Closing bookkeeping is safe to repeat (a run closes only while it is running): a dropped
-    connection must not leave a finished run open."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await operation()
-        except StoreError as exc:
-            if attempt == attempts or isinstance(exc, StoreFault):
-                raise
-            log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
-                      attempt=attempt, error=exc.message)
-            await clock.sleep(min(0.5 * 2 ** attempt, 5.0))
+    connection must not leave a finished run open. A permanent fault is not tried again."""
+    def log_retry(attempt: int, delay: float, exc: BaseException) -> None:
+        log_event(log, logging.WARNING, "enrichment_store_error", run_id=run_id,
+                  attempt=attempt, error=getattr(exc, "message", str(exc)))
+
+    policy = RetryPolicy(
+        "store", clock, max_retries=attempts - 1, initial_delay=1.0, max_delay=5.0,
+        retryable=lambda exc: isinstance(exc, StoreError) and not isinstance(exc, StoreFault),
+    )
+    return await policy.call(operation, on_retry=log_retry)
 
 
 async def _fill_other_workers_jobs(store: Store, run_id: int, done: WorkDone) -> None:

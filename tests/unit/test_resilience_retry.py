@@ -14,6 +14,9 @@ from enrichctl.errors import (
     PermanentProviderError,
     ProviderAuthError,
     RetryableProviderError,
+    StoreError,
+    StoreFault,
+    StoreUnavailable,
 )
 from enrichctl.resilience.breaker import CircuitOpen
 from enrichctl.resilience.retry import RetryPolicy, current_attempt
@@ -184,3 +187,22 @@ def test_a_zero_initial_delay_never_waits_even_after_many_retries() -> None:
     retry = policy(FakeClock(), initial_delay=0.0, max_delay=60.0)
     assert retry.backoff_ceiling(0) == 0.0
     assert retry.backoff_ceiling(5000) == 0.0
+
+
+async def test_a_retryable_predicate_chooses_what_is_tried_again() -> None:
+    """The store's bookkeeping retries its own errors, never a permanent fault, on the same delays."""
+    def store_retryable(exc: BaseException) -> bool:
+        return isinstance(exc, StoreError) and not isinstance(exc, StoreFault)
+
+    clock = FakeClock()
+    retry = policy(clock, retryable=store_retryable, max_delay=5.0)
+    dropped = Flaky(StoreUnavailable("connection dropped"), StoreUnavailable("connection dropped"))
+    assert await retry.call(dropped) == "bars" and dropped.attempts == [1, 2, 3]
+    assert len(clock.sleeps) == 2 and 0 < clock.sleeps[0] <= 1.0 and 0 < clock.sleeps[1] <= 2.0
+    fault = Flaky(StoreFault("disk full"))
+    with pytest.raises(StoreFault):
+        await retry.call(fault)
+    assert fault.attempts == [1]
+    provider = Flaky(unavailable())  # the default rule's error is not the store's
+    with pytest.raises(RetryableProviderError):
+        await retry.call(provider)
