@@ -14,6 +14,7 @@ from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import AssetClass, IssueKind, Series, Timeframe, ms_to_iso
 from enrichctl.errors import NotFound
 from enrichctl.pipeline.quality import check_stale
+from enrichctl.providers.registry import Quota, provider_quota
 from enrichctl.settings import Settings
 from enrichctl.staleness import schedule_reference
 from enrichctl.store.coordination import PAUSE_KEY
@@ -376,20 +377,20 @@ def _provenance(rows: list[SeriesRow]) -> dict[str, Any]:
 
 async def _quota(store: Store, settings: Settings, since: int, now: int) -> dict[str, Any]:
     """The provider's quota as far as we can know it, and when the provider refused it."""
-    if settings.provider != "polygon":
+    plan = provider_quota(settings)
+    if plan is None:
         return {"api_quota_remaining": None, "api_quota_basis": f"provider {settings.provider} has no quota",
                 "api_quota_limit": None, "api_quota_effective_rate": None, "api_quota_refused": 0,
                 "api_quota_last_refused_at": None}
-    polygon = settings.polygon
-    quota = await store.requests_quota(since, now - int(polygon.rate_window_seconds * 1000), "polygon")
+    quota = await store.requests_quota(since, now - int(plan.window_s * 1000), settings.provider)
     snapshot = _last_resilience(await store.runs_recent(20)) or {}
-    limiter = (snapshot.get("rate_limiters") or {}).get("polygon") or {}
+    limiter = (snapshot.get("rate_limiters") or {}).get(plan.limiter) or {}
     effective = limiter.get("effective_rate")
-    remaining, basis = _quota_left(polygon.requests_per_minute, polygon.rate_window_seconds, effective, quota)
+    remaining, basis = _quota_left(plan, effective, quota)
     return {
         "api_quota_remaining": remaining,
         "api_quota_basis": basis,
-        "api_quota_limit": polygon.requests_per_minute or None,
+        "api_quota_limit": plan.rate or None,
         # What the last run's limiter settled on: below the limit, the provider allows less.
         "api_quota_effective_rate": effective,
         "api_quota_refused": quota.refused,
@@ -397,15 +398,16 @@ async def _quota(store: Store, settings: Settings, since: int, now: int) -> dict
     }
 
 
-def _quota_left(limit: int, window_s: float, effective: int | None, quota: QuotaRow) -> tuple[int | None, str]:
+def _quota_left(plan: Quota, effective: int | None, quota: QuotaRow) -> tuple[int | None, str]:
     """Polygon publishes no quota header: what is left is the plan's limit (or the lower rate the
     last run settled on after 429s) minus our own requests in the last rolling window, and
     nothing while the provider refuses, whatever our own count says."""
+    limit, window_s = plan.rate, plan.window_s
     window = "minute" if window_s == 60 else f"{window_s:g} s"
     if quota.window_refused:
         return 0, f"the provider refused {quota.window_refused} requests (HTTP 429) in the last rolling {window}"
     if limit == 0:
-        return None, "unlimited plan (polygon.requests_per_minute = 0)"
+        return None, f"unlimited plan ({plan.rate_setting} = 0)"
     minus = f"minus our requests in the last rolling {window}"
     if effective is not None and effective < limit:
         return (max(effective - quota.window_requests, 0),

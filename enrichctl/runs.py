@@ -27,7 +27,8 @@ from enrichctl.pipeline.actions import actions_apply, actions_refresh
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import RunPlan, grouped_choose, plan_build, universe_select
 from enrichctl.pipeline.task import TaskContext
-from enrichctl.providers.base import Provider, RequestSink, provider_check, provider_create
+from enrichctl.providers.base import Provider, RequestSink
+from enrichctl.providers.registry import provider_check, provider_create, provider_quota
 from enrichctl.resilience.ratelimit import RateLimiter
 from enrichctl.resilience.registry import ResilienceRegistry
 from enrichctl.settings import Settings
@@ -237,17 +238,13 @@ def _registry_for(settings: Settings, store: Store, progress: ProgressHook | Non
     the quota belongs to the key, and every process using it (consecutive runs, `serve`
     triggers, workers on other hosts) must count against the same window."""
     registry = ResilienceRegistry()
-    rate = settings.polygon.requests_per_minute
-    if settings.provider == "polygon" and rate > 0:
-        from enrichctl.providers.polygon import rate_window_with_margin
-
-        interval = rate_window_with_margin(settings.polygon.rate_window_seconds)
+    quota = provider_quota(settings)
+    if quota is not None and (rate := quota.rate) > 0:
+        name, interval = quota.limiter, quota.limiter_window_s
         clock = QuotaWaitClock(registry.clock, progress) if progress is not None else registry.clock
-        local = RateLimiter("polygon", clock, rate=rate, interval=interval,
+        local = RateLimiter(name, clock, rate=rate, interval=interval,
                             retry_after_cap=settings.resilience.retry_after_cap)
-        registry.add_rate_limiter(
-            "polygon", SharedRateLimiter(local, store, "polygon", rate, interval, clock)
-        )
+        registry.add_rate_limiter(name, SharedRateLimiter(local, store, name, rate, interval, clock))
     return registry
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from enrichctl.errors import ConfigError
 from enrichctl.loopback import host_is_loopback
+from enrichctl.providers.registry import provider_entry
 from enrichctl.settings import Settings
 
 RUN_SERVICE = "enrichctl.service"
@@ -286,7 +287,7 @@ WantedBy=timers.target
 
 def _run_service(ctx: _UnitContext) -> str:
     network = "internet" if _needs_internet(ctx.settings) else "none"
-    key = [f"polygon_api_key:{ctx.secrets}/polygon_api_key"] if ctx.settings.provider == "polygon" else []
+    key = [f"{c}:{ctx.secrets}/{c}" for c in provider_entry(ctx.settings.provider).unit.credentials]
     return f"""\
 # Rendered by `enrichctl systemd render`. Started by {RUN_TIMER}; `systemctl start {RUN_SERVICE}`
 # runs it now. Logs: journalctl -u enrichctl
@@ -370,7 +371,7 @@ def _network_lines(network: str) -> list[str]:
 
 
 def _needs_internet(settings: Settings) -> bool:
-    return settings.provider == "polygon" or _needs_remote_database(settings)
+    return provider_entry(settings.provider).unit.internet or _needs_remote_database(settings)
 
 
 def _needs_remote_database(settings: Settings) -> bool:

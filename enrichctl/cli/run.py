@@ -19,6 +19,7 @@ from enrichctl.cli.parse import (
 from enrichctl.cli.shell import print_json, run_sync, service_module, settings_read, with_session
 from enrichctl.cli.stdout import fail
 from enrichctl.domain import AssetClass, Timeframe, Trigger
+from enrichctl.providers.registry import provider_names
 from enrichctl.settings import Settings
 
 
@@ -26,7 +27,7 @@ def run(
     symbols: Annotated[str | None, typer.Option("--symbols", "-s", help="Comma-separated tickers (default: the configured universe).")] = None,
     asset_class: Annotated[AssetClass | None, typer.Option("--asset-class", help="Only this asset class.")] = None,
     timeframes: Annotated[str | None, typer.Option("--timeframes", "-t", help="Comma-separated, e.g. 1d,1h.")] = None,
-    provider: Annotated[str | None, typer.Option("--provider", click_type=click.Choice(["polygon", "demo"]), help="polygon or demo (synthetic, offline).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", click_type=click.Choice(provider_names()), help="polygon or demo (synthetic, offline).")] = None,
     since: Annotated[str | None, typer.Option("--since", help="History start YYYY-MM-DD: for new series, a backfill of older history, or with --full-refresh the refetch start.")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Backfill only up to this day YYYY-MM-DD (inclusive); a later plain run continues to now.")] = None,
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Refetch and replace whole series (from --since when given).")] = False,

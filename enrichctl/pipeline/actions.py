@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import cast
 
 from enrichctl.calendar import NEW_YORK
 from enrichctl.domain import MS_PER_DAY, AssetClass, Series, Timeframe
@@ -20,7 +21,7 @@ from enrichctl.errors import ProviderAuthError, ProviderError, ProviderUnavailab
 from enrichctl.logs import get_logger, log_event
 from enrichctl.pipeline.plan import JobPlan, Mode, RunPlan, SeriesPlan
 from enrichctl.providers.base import Provider
-from enrichctl.providers.reference import CorporateAction
+from enrichctl.providers.reference import CorporateAction, ReferenceSource
 from enrichctl.store.repo import Store
 
 log = get_logger("actions")
@@ -43,9 +44,9 @@ async def actions_refresh(store: Store, provider: Provider, symbols: set[str], n
     ``symbols`` are the configured ones (and this run's); the actions of those and of every
     stored series are kept: the next check starts from today, so an action dropped now because
     this run (``--symbols AAPL``) does not cover its symbol would be lost for good."""
-    fetch = getattr(provider, "corporate_actions", None)
-    if fetch is None:
+    if not provider.supports_reference:
         return 0
+    fetch = cast(ReferenceSource, provider).corporate_actions
     kept = symbols | {r.symbol for r in await store.series_list()}
     asked = 0
     for kind in ("split", "dividend"):

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import cast
 
 from enrichctl.calendar import SessionCalendar, days_ago_ms
 from enrichctl.domain import EARLIEST_MS, VERIFY_ISSUE_KINDS, AssetClass, Instrument, Series, Timeframe, ms_to_iso
 from enrichctl.errors import UsageError
-from enrichctl.providers.base import Provider
+from enrichctl.providers.base import GroupedDailySource, Provider
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 from enrichctl.store.rows import SeriesRow
@@ -268,9 +269,9 @@ def grouped_choose(plan: RunPlan, calendar: SessionCalendar, provider: Provider,
     """Serve the daily stock series that miss at most ``max_days`` sessions from one grouped-daily
     request per date instead of one request per series, when that is cheaper. Each such series
     re-reads its watermark's session too (the overlap that reveals re-adjusted history)."""
-    grouped_days = getattr(provider, "grouped_days", None)
-    if grouped_days is None or max_days <= 0:
+    if not provider.supports_grouped_daily or max_days <= 0:
         return plan
+    grouped_days = cast(GroupedDailySource, provider).grouped_days
     chosen: dict[Series, tuple[str, ...]] = {}
     for task in plan.tasks:
         series = task.series

@@ -1,17 +1,11 @@
-"""The one seam every data provider sits behind, and the factory that picks one."""
+"""The one seam every data provider sits behind (``registry.py`` knows which ones exist)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from enrichctl.domain import AssetClass, Bars, RequestRecord, Series
-
-if TYPE_CHECKING:
-    from enrichctl.calendar import SessionCalendar
-    from enrichctl.resilience.registry import ResilienceRegistry
-    from enrichctl.settings import Settings
-
 
 RequestSink = Callable[[RequestRecord], None]
 
@@ -59,53 +53,3 @@ class GroupedDailySource(Protocol):
     ) -> dict[str, Bars]:
         """ticker -> its one day bar of ``day``, stamped like ``fetch_bars``' day bars."""
         ...
-
-
-def provider_check(settings: Settings, *, for_api: bool = False) -> None:
-    """ConfigError when the configured provider cannot work as configured (e.g. no key).
-    ``for_api``: the advice is for an HTTP client, who cannot set the server's variables or
-    flags."""
-    from enrichctl.errors import ConfigError
-
-    if settings.provider == "polygon" and (
-        settings.polygon.api_key is None or not settings.polygon.api_key.get_secret_value()
-    ):
-        if for_api:
-            raise ConfigError(
-                "this server has no Polygon API key, so it cannot start runs: ask its operator to "
-                "set POLYGON_API_KEY (or polygon.api_key) and restart 'enrichctl serve'; the "
-                "read-only endpoints keep working"
-            )
-        raise ConfigError(
-            "no Polygon API key: set POLYGON_API_KEY (or polygon.api_key in the config file), "
-            "or run with --provider demo for offline synthetic data"
-        )
-
-
-def provider_create(
-    settings: Settings, calendar: SessionCalendar, sink: RequestSink,
-    clock: Callable[[], int] | None = None, registry: ResilienceRegistry | None = None,
-) -> Provider:
-    """Build the configured provider; raises ConfigError when it cannot be used as configured.
-    ``clock`` (epoch ms) is the provider's idea of now: no bar that is incomplete then."""
-    from enrichctl.domain import now_ms
-    from enrichctl.errors import ConfigError
-
-    provider_check(settings)
-    name = settings.provider
-    if name == "demo":
-        from enrichctl.providers.demo import DemoProvider
-
-        return DemoProvider(calendar, sink=sink, clock=clock or now_ms)
-    if name == "polygon":
-        try:
-            from enrichctl.providers.polygon import PolygonProvider
-        except ImportError:
-            raise ConfigError(
-                "the polygon provider is not available in this build yet; use --provider demo"
-            ) from None
-        return PolygonProvider(
-            settings.polygon, calendar, sink=sink, resilience=settings.resilience, registry=registry,
-            rate_interval=settings.polygon.rate_window_seconds,
-        )
-    raise ConfigError(f"unknown provider {name!r}: expected 'polygon' or 'demo'")

@@ -8,7 +8,7 @@ from typing import Any
 from enrichctl.domain import AssetClass, Bars, Series
 from enrichctl.errors import ProviderError, TemporaryError
 from enrichctl.logs import get_logger, log_event
-from enrichctl.providers.base import Provider
+from enrichctl.providers.base import GroupedDailySource, Provider
 
 log = get_logger("grouped")
 
@@ -45,7 +45,7 @@ class GroupedCache:
         return status() if callable(status) else None
 
 
-async def grouped_prefetch(provider: Any, days: tuple[str, ...], series: frozenset[Series]) -> dict[str, Bars]:
+async def grouped_prefetch(provider: GroupedDailySource, days: tuple[str, ...], series: frozenset[Series]) -> dict[str, Bars]:
     """symbol -> its day bars from one grouped request per date. A date that cannot be fetched
     leaves its symbols to per-series requests (they are simply absent from the result)."""
     wanted = {s.symbol for s in series}

@@ -30,7 +30,7 @@ from enrichctl.errors import (
 )
 from enrichctl.logs import get_logger, log_event
 from enrichctl.loopback import host_is_loopback
-from enrichctl.providers.base import provider_check
+from enrichctl.providers.registry import provider_check
 from enrichctl.settings import Settings
 from enrichctl.web import openapi, prom, seriesbars
 from enrichctl.web.cache import Rendered, SharedBuilds

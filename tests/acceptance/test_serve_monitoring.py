@@ -8,30 +8,14 @@ a failed run too; and ``/health`` under ``serve`` judges intraday staleness agai
 from __future__ import annotations
 
 import json
-import re
 import socket
 from pathlib import Path
 
+from integration.monitoring_names import exposed_names, used_names
 from prometheus_client.parser import text_string_to_metric_families
 
 from .served import API, http, serve
 from .workspace import AS_OF, SINCE, Workspace
-
-MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
-METRIC_RE = re.compile(r"\benrichctl_[a-z0-9_]+")
-
-
-def used_names() -> dict[str, set[str]]:
-    return {name: set(METRIC_RE.findall((MONITORING / name).read_text()))
-            for name in ("alerts.yml", "grafana-dashboard.json")}
-
-
-def exposed_names(text: str) -> set[str]:
-    """Family names (TYPE lines, even without samples) and every sample name (``_bucket``...)."""
-    names = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
-    for family in text_string_to_metric_families(text):
-        names.update(sample.name for sample in family.samples)
-    return names
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
+from monitoring_names import exposed_names, used_names
 
 from enrichctl import service
 from enrichctl.web import server as web
@@ -17,21 +15,6 @@ from enrichctl.web import server as web
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend
 
-MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
-METRIC_RE = re.compile(r"\benrichctl_[a-z0-9_]+")
-
-
-def used_names() -> dict[str, set[str]]:
-    return {name: set(METRIC_RE.findall((MONITORING / name).read_text()))
-            for name in ("alerts.yml", "grafana-dashboard.json")}
-
-
-def exposed_names(text: str) -> set[str]:
-    """Family names (TYPE lines, even without samples) and every sample name (``_bucket``...)."""
-    names = set(re.findall(r"^# TYPE (\S+)", text, re.MULTILINE))
-    for family in text_string_to_metric_families(text):
-        names.update(sample.name for sample in family.samples)
-    return names
 
 
 async def test_every_metric_the_rules_and_the_dashboard_use_is_served(db: Database) -> None:

@@ -71,6 +71,8 @@ class SplitProvider:
 
     name = "demo"
     synthetic = True
+    supports_grouped_daily = False
+    supports_reference = False
     FACTOR = 4.0
 
     def __init__(self, demo: DemoProvider, split_ts: int, announced: bool) -> None:
@@ -99,6 +101,8 @@ class FailingProvider:
 
     name = "demo"
     synthetic = True
+    supports_grouped_daily = False
+    supports_reference = False
 
     def __init__(self, demo: DemoProvider, failures: dict[str, tuple[ProviderError, float]]) -> None:
         self.demo = demo

@@ -1,7 +1,8 @@
 """The provider contract (``providers/base.py``), held the same way over every provider: the demo
 one, and Polygon against the fake Polygon on 127.0.0.1 serving the same bars.
 
-Bars come back ordered, in UTC epoch ms on the timeframe's stamps, with every field; a range
+Every provider the registry (``providers/registry.py``) knows is built through it and held to the
+Protocol, and each has a subject here. Bars come back ordered, in UTC epoch ms on the timeframe's stamps, with every field; a range
 includes both of its ends; every call is reported; a ticker the provider never heard of is said
 so; and what a provider declares (grouped daily, reference data) it does.
 """
@@ -18,13 +19,14 @@ from fake_polygon import FakePolygon
 
 from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms, utc_date_ms
 from enrichctl.domain import BAR_FIELDS, MS_PER_DAY, AssetClass, Bars, Series, Timeframe
-from enrichctl.errors import PermanentProviderError
+from enrichctl.errors import ConfigError, PermanentProviderError
 from enrichctl.providers.base import GroupedDailySource, Provider, RequestRecord
 from enrichctl.providers.demo import DemoProvider
 from enrichctl.providers.polygon import PolygonProvider
 from enrichctl.providers.reference import CorporateAction, ReferenceSource, TickerState
+from enrichctl.providers.registry import provider_check, provider_create, provider_entry, provider_names
 from enrichctl.resilience import ResilienceRegistry
-from enrichctl.settings import PolygonSettings, ResilienceSettings
+from enrichctl.settings import PolygonSettings, ResilienceSettings, Settings
 
 KEY = "pk_CONTRACT_0b1c2d3e"
 NOW = utc_date_ms("2025-06-02") + 12 * 3_600_000  # a Monday, 08:00 New York
@@ -41,6 +43,8 @@ BTC_1H = Series("X:BTCUSD", AssetClass.CRYPTO, Timeframe.H1)
 EURUSD_1D = Series("C:EURUSD", AssetClass.FOREX, Timeframe.D1)
 SERIES = (AAPL_1D, MSFT_1D, AAPL_1H, AAPL_1W, BTC_1H, EURUSD_1D)
 IDS = [f"{s.symbol}-{s.timeframe.value}" for s in SERIES]
+# The providers the expectations below run over: every registered one.
+SUBJECTS = ("demo", "polygon")
 
 
 def start_of(series: Series) -> int:
@@ -62,7 +66,7 @@ def demo_with(calendar: SessionCalendar, records: list[RequestRecord] | None = N
     return DemoProvider(calendar, sink=sink, clock=lambda: NOW, splits=(SPLIT,))
 
 
-@pytest.fixture(params=["demo", "polygon"])
+@pytest.fixture(params=SUBJECTS)
 async def subject(request: pytest.FixtureRequest, calendar: SessionCalendar) -> AsyncIterator[Subject]:
     if request.param == "demo":
         records: list[RequestRecord] = []
@@ -103,6 +107,38 @@ def test_is_a_provider_that_declares_what_it_can_do(subject: Subject) -> None:
     assert isinstance(p.supports_grouped_daily, bool) and isinstance(p.supports_reference, bool)
     assert isinstance(p, GroupedDailySource) is p.supports_grouped_daily
     assert isinstance(p, ReferenceSource) is p.supports_reference
+
+
+def test_every_registered_provider_is_a_subject_of_this_suite() -> None:
+    assert set(SUBJECTS) == set(provider_names())
+
+
+@pytest.mark.parametrize("name", provider_names())
+async def test_every_registered_provider_builds_one_that_satisfies_the_protocol(
+    name: str, calendar: SessionCalendar
+) -> None:
+    entry = provider_entry(name)
+    async with FakePolygon(api_key=KEY) as fake:
+        await fake.hold_from(demo_with(calendar), AAPL_1D, START, NOW)
+        settings = Settings(provider=name, polygon={"api_key": KEY, "base_url": fake.url,
+                                                    "requests_per_minute": 0})
+        if entry.section is not None:
+            assert isinstance(getattr(settings, entry.section), entry.settings_model)
+        records: list[RequestRecord] = []
+        p = provider_create(settings, calendar, records.append, clock=lambda: NOW,
+                            registry=ResilienceRegistry())
+        try:
+            assert isinstance(p, Provider) and p.name == name
+            assert isinstance(p, GroupedDailySource) is p.supports_grouped_daily
+            assert isinstance(p, ReferenceSource) is p.supports_reference
+            assert len(await p.fetch_bars(AAPL_1D, START, NOW)) > 0
+            assert records and all(r.provider == name for r in records)
+        finally:
+            await p.aclose()
+    if entry.key_check is not None:  # a provider that needs a key says what to set without one
+        blank = Settings(provider=name, polygon={"api_key": ""})
+        with pytest.raises(ConfigError, match="set "):
+            provider_check(blank)
 
 
 # -- bars --------------------------------------------------------------------------------------
