@@ -50,24 +50,32 @@ class RunRecords(StoreCore):
 
     async def jobs_create(self, run_id: int, instruments, up_to_date: frozenset[str] = frozenset()) -> None:
         """One pending job per instrument; those in ``up_to_date`` (nothing to fetch or compute)
-        are recorded as done at once instead of going through claims."""
+        are recorded as done at once instead of going through claims. A `run` that joined the
+        moment the run was created may have added some already (``jobs_add``): those stay."""
         now = now_ms()
         async with self._write() as conn:
-            await conn.execute(runs_sql.job_insert(), [_job_row(run_id, i, i.symbol in up_to_date, now)
-                                                      for i in instruments])
+            await self._run_jobs_lock(conn, run_id)
+            await conn.execute(runs_sql.job_insert_missing(self.dialect),
+                               [_job_row(run_id, i, i.symbol in up_to_date, now) for i in instruments])
+            await conn.execute(runs_sql.run_jobs_recount(run_id))
 
     async def jobs_add(self, run_id: int, instruments) -> bool:
         """Add pending jobs (those the run lacks) to a run that is still running; False when it
-        has closed meanwhile. Serialised with ``run_finalize``: a run never closes over them."""
+        has closed meanwhile. Serialised with ``run_finalize`` and ``jobs_create``: a run never
+        closes over them, and a job is never there twice nor counted twice."""
         now = now_ms()
         async with self._write() as conn:
-            if self.dialect == "postgresql":
-                await conn.execute(sa.text(runs_sql.RUN_JOBS_LOCK), {"run_id": run_id})
-            if (await conn.execute(runs_sql.run_jobs_grow(run_id, len(instruments)))).rowcount != 1:
+            await self._run_jobs_lock(conn, run_id)
+            if (await conn.execute(runs_sql.run_hold_running(run_id))).rowcount != 1:
                 return False
             await conn.execute(runs_sql.job_insert_missing(self.dialect),
                                [_job_row(run_id, i, False, now) for i in instruments])
+            await conn.execute(runs_sql.run_jobs_recount(run_id))
             return True
+
+    async def _run_jobs_lock(self, conn, run_id: int) -> None:
+        if self.dialect == "postgresql":  # SQLite's write transactions are one at a time already
+            await conn.execute(sa.text(runs_sql.RUN_JOBS_LOCK), {"run_id": run_id})
 
     async def jobs_latest(self) -> dict[str, JobRow]:
         async with self._read() as conn:

@@ -222,6 +222,27 @@ async def test_a_second_run_joins_on_postgresql(db):
     assert db.rows("SELECT count(*) FROM leases") == [(0,)]  # the run is closed, its lease gone
 
 
+async def test_jobs_a_joining_run_adds_before_the_starter_creates_its_own_are_there_once(db):
+    """A `run` may join in the moment between the run's row and its jobs: the starter's jobs
+    then meet the joiner's, each symbol is one job, and the run counts what it has."""
+    settings = db.settings(["AAPL", "MSFT"])
+    store = await Store.open(settings.database_url_resolved())
+    try:
+        run_id = await store.run_create(
+            trigger="timer", status="running", provider="demo", synthetic=True, host="h",
+            pid=1, started_at=1, options="{}", jobs_total=2,
+            jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
+        )
+        aapl, msft, nvda = (Instrument(s, AssetClass.STOCK) for s in ("AAPL", "MSFT", "NVDA"))
+        assert await store.jobs_add(run_id, [msft, nvda])  # the joiner, first
+        await store.jobs_create(run_id, [aapl, msft], up_to_date=frozenset({"AAPL"}))
+    finally:
+        await store.close()
+    assert db.rows("SELECT symbol, status FROM jobs ORDER BY symbol") == [
+        ("AAPL", "succeeded"), ("MSFT", "pending"), ("NVDA", "pending")]
+    assert db.scalar("SELECT jobs_total FROM runs") == 3
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -54,10 +54,6 @@ def jobs_unfinished_cancel(run_ids: list[int], now: int, reason: str):
     )
 
 
-def job_insert():
-    return sa.insert(jobs)
-
-
 def job_insert_missing(dialect: str):
     """Insert jobs, skipping those the run has already (another process added them just now)."""
     return dialect_insert(dialect, jobs).on_conflict_do_nothing(index_elements=["run_id", "symbol"])
@@ -158,10 +154,16 @@ def run_finalize(run_id: int, **values):
     return sa.update(runs).where(*where).values(**values)
 
 
-def run_jobs_grow(run_id: int, n: int):
-    """Count ``n`` more jobs in a run that is still running (0 rows: it has closed)."""
+def run_hold_running(run_id: int):
+    """Lock a run's row while it is still running (0 rows: it has closed)."""
     return (sa.update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
-            .values(jobs_total=runs.c.jobs_total + n))
+            .values(jobs_total=runs.c.jobs_total))
+
+
+def run_jobs_recount(run_id: int):
+    """A run's job count, counted: jobs may come from its starter and from `run`s that joined."""
+    counted = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.run_id == run_id).scalar_subquery()
+    return sa.update(runs).where(runs.c.id == run_id).values(jobs_total=counted)
 
 
 # Every change to a run's set of jobs, and its close, on PostgreSQL: one at a time per run.
