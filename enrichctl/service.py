@@ -20,6 +20,7 @@ from enrichctl.calendar import SessionCalendar
 from enrichctl.dashboard import health, health_of_symbol  # noqa: F401  (the faces reach them through service)
 from enrichctl.domain import ms_to_iso, now_ms
 from enrichctl.logs import get_logger, log_event
+from enrichctl.oncalendar import next_elapse
 from enrichctl.runs import (  # noqa: F401  (the faces reach them through service)
     RunOptions,
     RunReport,
@@ -30,7 +31,6 @@ from enrichctl.runs import (  # noqa: F401  (the faces reach them through servic
 from enrichctl.settings import Settings
 from enrichctl.store.coordination import PAUSE_KEY
 from enrichctl.store.repo import Store
-from enrichctl.systemd import next_elapse
 from enrichctl.work.lease import holder_alive
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ fresh until tomorrow's run should have brought the afternoon's bars. Without a u
 
 from __future__ import annotations
 
+from enrichctl.oncalendar import elapses
 from enrichctl.settings import ScheduleSettings
-from enrichctl.systemd import elapses
 
 RUN_ALLOWANCE_MS = 30 * 60_000  # how long a scheduled run may take before its bars are due
 ITERATIONS = 64

@@ -85,8 +85,8 @@ def config_show(as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 def config_check() -> None:
     """Validate the settings; exit 78 with the reason when they are wrong."""
     from enrichctl.errors import ConfigError
+    from enrichctl.oncalendar import calendar_check
     from enrichctl.providers.registry import provider_check
-    from enrichctl.systemd import calendar_check
 
     settings = settings_read()
     provider_check(settings)

@@ -266,7 +266,7 @@ _intervals: dict[str, tuple[int, int | None]] = {}
 def _timer_interval_ms(on_calendar: str) -> int | None:
     """Between the timer's next two elapses; None without systemd-analyze. Runs systemd-analyze
     (a subprocess, hence the thread) twice per elapse of the timer, not per scrape."""
-    from enrichctl.systemd import next_elapse
+    from enrichctl.oncalendar import next_elapse
 
     now = int(time.time() * 1000)
     cached = _intervals.get(on_calendar)

@@ -24,11 +24,12 @@ ALLOWED = {
     # The life of a run across processes: below the use cases, above the data path of a series.
     "work": BASE | {"work", "pipeline", "providers", "resilience", "store"},
 }
-# Use cases that must not reach into a face (or, for the dashboard, the systemd module: a
-# subprocess on the loop).
+# Use cases that must not reach into a face (or, for the dashboard and the staleness it judges,
+# the systemd unit renderer: the calendar questions are oncalendar's, below them).
 FACES = frozenset({"web", "cli"})
 FORBIDDEN = {
     "dashboard": FACES | {"systemd"},
+    "staleness": FACES | {"systemd"},
     **{module: FACES for module in ("service", "runs", "chartbars", "exports", "inventory", "rundetail")},
 }
 
