@@ -50,27 +50,32 @@ class RunRecords(StoreCore):
 
     async def jobs_create(self, run_id: int, instruments, up_to_date: frozenset[str] = frozenset()) -> None:
         """One pending job per instrument; those in ``up_to_date`` (nothing to fetch or compute)
-        are recorded as done at once instead of going through claims. A `run` that joined the
-        moment the run was created may have added some already (``jobs_add``): those stay."""
+        are recorded as done at once instead of going through claims. Under the run's jobs lock:
+        a `run` joining meanwhile adds its own only once these are there (``jobs_add``)."""
         now = now_ms()
         async with self._write() as conn:
             await self._run_jobs_lock(conn, run_id)
             await conn.execute(runs_sql.job_insert_missing(self.dialect),
                                [_job_row(run_id, i, i.symbol in up_to_date, now) for i in instruments])
-            await conn.execute(runs_sql.run_jobs_recount(run_id))
 
-    async def jobs_add(self, run_id: int, instruments) -> bool:
-        """Add pending jobs (those the run lacks) to a run that is still running; False when it
-        has closed meanwhile. Serialised with ``run_finalize`` and ``jobs_create``: a run never
-        closes over them, and a job is never there twice nor counted twice."""
+    async def jobs_add(self, run_id: int, instruments) -> bool | None:
+        """Add pending jobs (those the run lacks) to a run that is still running, counting only
+        those really added; False when it has closed meanwhile, None when its starter has not
+        created its own jobs yet (ask again in a moment). Serialised with ``run_finalize`` and
+        ``jobs_create``: a run never closes over them, and no job is there or counted twice."""
         now = now_ms()
         async with self._write() as conn:
             await self._run_jobs_lock(conn, run_id)
-            if (await conn.execute(runs_sql.run_hold_running(run_id))).rowcount != 1:
+            planned = (await conn.execute(runs_sql.run_jobs_planned(run_id))).scalar_one_or_none()
+            if planned is None:
                 return False
+            have = (await conn.execute(runs_sql.run_jobs_count(run_id))).scalar_one()
+            if have == 0 and planned > 0:
+                return None
             await conn.execute(runs_sql.job_insert_missing(self.dialect),
                                [_job_row(run_id, i, False, now) for i in instruments])
-            await conn.execute(runs_sql.run_jobs_recount(run_id))
+            added = (await conn.execute(runs_sql.run_jobs_count(run_id))).scalar_one() - have
+            await conn.execute(runs_sql.run_jobs_grow(run_id, added))
             return True
 
     async def _run_jobs_lock(self, conn, run_id: int) -> None:

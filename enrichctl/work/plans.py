@@ -23,6 +23,7 @@ from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import JobPlan, RunPlan, SeriesPlan, grouped_apply, plan_build, series_plan
 from enrichctl.pipeline.task import TaskContext
 from enrichctl.providers.base import Provider
+from enrichctl.resilience.clock import Clock
 from enrichctl.settings import Settings
 from enrichctl.store.repo import Store
 
@@ -30,6 +31,9 @@ log = get_logger("runs")
 
 # What a run's jobs are fetched with: a run joined with other values would not do what was asked.
 SPEC_KEYS = ("timeframes", "since", "until", "full_refresh", "as_of")
+# A run joined the moment it was created has no jobs yet: look again this often, this many times.
+JOBS_WAIT_S = 0.05
+JOBS_WAIT_POLLS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +91,9 @@ async def run_follow(
     return plan, new_ctx, run_spec
 
 
-async def selection_add(store: Store, run_id: int, plan: RunPlan, doc: dict[str, Any]) -> bool:
+async def selection_add(
+    store: Store, run_id: int, plan: RunPlan, doc: dict[str, Any], clock: Clock
+) -> bool:
     """Add this run's jobs that the active run lacks to it; False when it closed meanwhile.
     Raises ``RunActive`` (75) when the active run fetches with other options (timeframes, since,
     until, full refresh, as-of): its workers would not fetch what this run was asked."""
@@ -106,6 +112,13 @@ async def selection_add(store: Store, run_id: int, plan: RunPlan, doc: dict[str,
     if not missing:
         return True
     added = await store.jobs_add(run_id, missing)
+    for _ in range(JOBS_WAIT_POLLS):  # joined the moment the run was created: its jobs come next
+        if added is not None:
+            break
+        await clock.sleep(JOBS_WAIT_S)
+        added = await store.jobs_add(run_id, missing)
+    if added is None:
+        raise RunActive(f"run {run_id} is active but has not created its jobs; try again")
     if added:
         log_event(log, logging.INFO, "enrichment_jobs_added", run_id=run_id,
                   symbols=",".join(i.symbol for i in missing))

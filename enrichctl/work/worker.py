@@ -123,7 +123,7 @@ async def _start_or_join(
         # A `run` that joins brings its own selection: its jobs join the run too (a worker
         # only serves the run). The run may close just then: start or join afresh.
         if (joined is None or joined.created or start.join == "only"
-                or await selection_add(store, joined.run_id, plan, start.doc)):
+                or await selection_add(store, joined.run_id, plan, start.doc, clock)):
             return joined
     raise RunActive("the active run closed each time this run tried to add its jobs; try again")
 

@@ -222,9 +222,9 @@ async def test_a_second_run_joins_on_postgresql(db):
     assert db.rows("SELECT count(*) FROM leases") == [(0,)]  # the run is closed, its lease gone
 
 
-async def test_jobs_a_joining_run_adds_before_the_starter_creates_its_own_are_there_once(db):
-    """A `run` may join in the moment between the run's row and its jobs: the starter's jobs
-    then meet the joiner's, each symbol is one job, and the run counts what it has."""
+async def test_a_run_joining_before_the_starter_created_its_jobs_adds_them_after_once(db):
+    """A `run` may join in the moment between the run's row and its jobs: it is told to look
+    again, then adds only what the run lacks; each symbol is one job, counted once."""
     settings = db.settings(["AAPL", "MSFT"])
     store = await Store.open(settings.database_url_resolved())
     try:
@@ -234,8 +234,10 @@ async def test_jobs_a_joining_run_adds_before_the_starter_creates_its_own_are_th
             jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
         )
         aapl, msft, nvda = (Instrument(s, AssetClass.STOCK) for s in ("AAPL", "MSFT", "NVDA"))
-        assert await store.jobs_add(run_id, [msft, nvda])  # the joiner, first
+        assert await store.jobs_add(run_id, [msft, nvda]) is None  # the joiner, first: not yet
         await store.jobs_create(run_id, [aapl, msft], up_to_date=frozenset({"AAPL"}))
+        assert await store.jobs_add(run_id, [msft, nvda]) is True
+        assert await store.jobs_add(run_id, [nvda]) is True  # nothing new: counted nothing
     finally:
         await store.close()
     assert db.rows("SELECT symbol, status FROM jobs ORDER BY symbol") == [

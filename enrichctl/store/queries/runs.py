@@ -154,16 +154,21 @@ def run_finalize(run_id: int, **values):
     return sa.update(runs).where(*where).values(**values)
 
 
-def run_hold_running(run_id: int):
-    """Lock a run's row while it is still running (0 rows: it has closed)."""
-    return (sa.update(runs).where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
-            .values(jobs_total=runs.c.jobs_total))
+def run_jobs_planned(run_id: int):
+    """A running run's job count (no row: it has closed), its row locked until the commit."""
+    return (sa.select(runs.c.jobs_total)
+            .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
+            .with_for_update())
 
 
-def run_jobs_recount(run_id: int):
-    """A run's job count, counted: jobs may come from its starter and from `run`s that joined."""
-    counted = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.run_id == run_id).scalar_subquery()
-    return sa.update(runs).where(runs.c.id == run_id).values(jobs_total=counted)
+def run_jobs_count(run_id: int):
+    """How many jobs a run has."""
+    return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.run_id == run_id)
+
+
+def run_jobs_grow(run_id: int, n: int):
+    """Count ``n`` more jobs in a run."""
+    return sa.update(runs).where(runs.c.id == run_id).values(jobs_total=runs.c.jobs_total + n)
 
 
 # Every change to a run's set of jobs, and its close, on PostgreSQL: one at a time per run.
