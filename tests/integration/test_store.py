@@ -196,17 +196,22 @@ async def test_a_run_while_another_holds_the_lease_exits_75(db):
     assert db.rows("SELECT run_id, host FROM leases") == [(424242, "other-host")]
 
 
+async def running_run(store: Store, host: str = "h", pid: int = 1, options: str = "{}") -> int:
+    """A run another process started: running, two jobs planned, nothing done yet."""
+    return await store.run_create(
+        trigger="timer", status="running", provider="demo", synthetic=True, host=host, pid=pid,
+        started_at=1, options=options, jobs_total=2, jobs_succeeded=0, jobs_failed=0,
+        bars_fetched=0, bars_written=0, requests=0,
+    )
+
+
 async def test_a_second_run_joins_on_postgresql(db):
     if db.backend != "postgresql":
         pytest.skip("SQLite answers a second run with exit 75: test_a_run_while_another_holds_the_lease_exits_75")
     settings = db.settings(["AAPL", "MSFT"])
     store = await Store.open(settings.database_url_resolved())
     try:
-        run_id = await store.run_create(
-            trigger="timer", status="running", provider="demo", synthetic=True, host="other-host",
-            pid=4242, started_at=1, options='{"timeframes": ["1d"]}', jobs_total=2,
-            jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
-        )
+        run_id = await running_run(store, host="other-host", pid=4242, options='{"timeframes": ["1d"]}')
         await store.jobs_create(run_id, [Instrument("AAPL", AssetClass.STOCK), Instrument("MSFT", AssetClass.STOCK)])
         await store.lease_claim(run_id, "other-host", 4242, ttl_ms=60_000)
     finally:
@@ -228,11 +233,7 @@ async def test_a_run_joining_before_the_starter_created_its_jobs_adds_them_after
     settings = db.settings(["AAPL", "MSFT"])
     store = await Store.open(settings.database_url_resolved())
     try:
-        run_id = await store.run_create(
-            trigger="timer", status="running", provider="demo", synthetic=True, host="h",
-            pid=1, started_at=1, options="{}", jobs_total=2,
-            jobs_succeeded=0, jobs_failed=0, bars_fetched=0, bars_written=0, requests=0,
-        )
+        run_id = await running_run(store)
         aapl, msft, nvda = (Instrument(s, AssetClass.STOCK) for s in ("AAPL", "MSFT", "NVDA"))
         assert await store.jobs_add(run_id, [msft, nvda]) is None  # the joiner, first: not yet
         await store.jobs_create(run_id, [aapl, msft], up_to_date=frozenset({"AAPL"}))
