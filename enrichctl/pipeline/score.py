@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from enrichctl.domain import AssetClass, Series, session_bar_grid
 from enrichctl.calendar import SessionCalendar, forex_weeks, ny_midnight_ms
+from enrichctl.domain import AssetClass, Series, session_bar_grid
 
 
 def expected_bars(series: Series, calendar: SessionCalendar, first: int, last: int) -> int:

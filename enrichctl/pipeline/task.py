@@ -14,15 +14,15 @@ from typing import cast
 
 import numpy as np
 
+from enrichctl.calendar import SessionCalendar
 from enrichctl.domain import Bars, IssueKind, QualityIssue, Series, Severity, ms_to_iso
 from enrichctl.errors import PermanentProviderError, UnknownTickerError
-from enrichctl.calendar import SessionCalendar
 from enrichctl.pipeline.indicators import IndicatorSet
 from enrichctl.pipeline.plan import Mode, SeriesPlan
 from enrichctl.pipeline.quality import CheckResult, check_batch, check_stale, quality_score
 from enrichctl.pipeline.score import expected_counter, session_counter
-from enrichctl.providers.reference import ReferenceSource, TickerState
 from enrichctl.providers.base import Provider
+from enrichctl.providers.reference import ReferenceSource, TickerState
 from enrichctl.settings import QualitySettings
 from enrichctl.store.repo import SeriesWrite, Store
 

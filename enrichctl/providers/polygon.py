@@ -21,12 +21,7 @@ import aiohttp
 import numpy as np
 from yarl import URL
 
-from enrichctl.providers.reference import (
-    CorporateAction,
-    TickerState,
-    polygon_actions,
-    polygon_ticker_state,
-)
+from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
 from enrichctl.domain import MS_PER_MINUTE, AssetClass, Bars, RequestRecord, Series
 from enrichctl.errors import (
     ConfigError,
@@ -36,8 +31,13 @@ from enrichctl.errors import (
     RetryableProviderError,
 )
 from enrichctl.logs import get_logger, log_event
-from enrichctl.calendar import NEW_YORK, SessionCalendar, ny_midnight_ms
 from enrichctl.providers.base import RequestSink
+from enrichctl.providers.reference import (
+    CorporateAction,
+    TickerState,
+    polygon_actions,
+    polygon_ticker_state,
+)
 from enrichctl.resilience import ResilienceRegistry, ResilientCaller, current_attempt
 from enrichctl.resilience.ratelimit import parse_retry_after
 from enrichctl.resilience.stack import RATE_INTERVAL_SECONDS

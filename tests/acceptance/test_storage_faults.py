@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
-
 from integration.tcp_proxy import TcpProxy
+from sqlalchemy.engine import make_url
 
 from .workspace import AS_OF, SINCE, PostgresServer, Workspace
 

@@ -15,7 +15,6 @@ from test_polygon_grouped import AS_OF, LATER, SERIES, hold_market, settings_for
 from enrichctl import service
 from enrichctl.errors import EXIT_OK
 
-
 # The run's own bookkeeping (run row, lease, jobs, worker, corporate actions, the end): 14-15,
 # and a lease heartbeat or two on a slow machine.
 RUN_COMMITS = 16

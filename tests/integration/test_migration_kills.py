@@ -21,7 +21,6 @@ from sqlalchemy.pool import NullPool
 from enrichctl.store import migrate
 from enrichctl.store.repo import Store
 
-
 CHILD = str(Path(__file__).with_name("migrate_and_die.py"))
 # Every this many kill instants the installed CLI is run on the survivor too (slower than
 # opening the store in-process, which happens at every instant).

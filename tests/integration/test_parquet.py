@@ -20,12 +20,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from research_data import AS_OF, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 from enrichctl import exports_parquet, service
+from enrichctl.calendar import utc_date_ms
 from enrichctl.domain import MS_PER_DAY, Timeframe
 from enrichctl.exports_parquet import ParquetRequest
-from enrichctl.calendar import utc_date_ms
-from research_data import AS_OF, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend

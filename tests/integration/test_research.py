@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
+from research_data import AAPL_HOLE, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 import enrichctl
 from enrichctl import service
+from enrichctl.calendar import utc_date_ms
 from enrichctl.domain import MS_PER_DAY, Timeframe
 from enrichctl.errors import ConfigError, NotFound, TemporaryError
-from enrichctl.calendar import utc_date_ms
 from enrichctl.settings import settings_load
-from research_data import AAPL_HOLE, BAR_VALUES, SYMBOLS, expected_frame, fill
 
 if TYPE_CHECKING:
     from conftest import Database  # the ``db`` fixture: one empty database per backend
