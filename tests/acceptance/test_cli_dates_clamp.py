@@ -14,19 +14,9 @@ from enrichctl.domain import AssetClass, Series, Timeframe
 from enrichctl.providers.demo import DemoProvider
 
 from .fake_polygon_thread import fake_polygon, polygon_config
-from .workspace import AS_OF, Result, Workspace
+from .workspace import AS_OF, Workspace, one_error
 
 DEMO = 'provider = "demo"\n'
-
-
-def _one_error(result: Result, code: int, *needles: str) -> None:
-    assert result.code == code, result
-    assert len(result.err_lines) == 1, result
-    line = result.err_lines[0]
-    assert line.startswith("enrichctl: error: "), result
-    assert "internal error" not in line and "Traceback" not in line, result
-    for needle in needles:
-        assert needle in line, result
 
 
 # --- dates: a --since before any data is the start of the provider's history -------------------
@@ -72,7 +62,7 @@ def test_a_since_before_1970_fetches_from_the_providers_start_without_a_negative
 def test_an_until_before_1970_is_a_usage_error(workspace: Workspace) -> None:
     result = workspace("run", "--provider", "demo", "--symbols", "AAPL", "--since", "1900-01-01",
                        "--until", "1960-01-01")
-    _one_error(result, 2, "--until", "1970-01-01")
+    one_error(result, 2, "--until", "1970-01-01")
 
 
 def test_a_history_longer_than_the_epoch_plans_from_1970(workspace: Workspace) -> None:

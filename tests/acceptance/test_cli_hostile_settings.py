@@ -10,19 +10,9 @@ import socket
 
 import pytest
 
-from .workspace import AS_OF, Result, Workspace
+from .workspace import AS_OF, Workspace, one_error
 
 DEMO = 'provider = "demo"\n'
-
-
-def _one_error(result: Result, code: int, *needles: str) -> None:
-    assert result.code == code, result
-    assert len(result.err_lines) == 1, result
-    line = result.err_lines[0]
-    assert line.startswith("enrichctl: error: "), result
-    assert "internal error" not in line and "Traceback" not in line, result
-    for needle in needles:
-        assert needle in line, result
 
 
 # --- settings: finite, bounded numbers; no blank token; the environment's JSON ---------------
@@ -43,25 +33,25 @@ def test_unusable_numbers_and_a_blank_token_fail_config_check_naming_the_key(
     workspace: Workspace, text: str, key: str
 ) -> None:
     config = str(workspace.write("bad.toml", text))
-    _one_error(workspace("--config", config, "config", "check"), 78, key)
+    one_error(workspace("--config", config, "config", "check"), 78, key)
 
 
 def test_a_run_with_a_huge_retry_delay_fails_at_once_instead_of_hanging(workspace: Workspace) -> None:
     config = str(workspace.write("bad.toml", DEMO + "retry_delay_seconds = 1e308\n"))
     result = workspace("--config", config, "run", "--symbols", "AAPL", "--as-of", AS_OF, timeout=120)
-    _one_error(result, 78, "retry_delay_seconds")
+    one_error(result, 78, "retry_delay_seconds")
     assert not workspace.db_path.exists(), "nothing may be created before the settings are good"
 
 
 def test_serve_refuses_a_whitespace_token_on_a_public_address(workspace: Workspace) -> None:
     config = str(workspace.write("tok.toml", DEMO + '[serve]\ntoken = " \\t "\n'))
     result = workspace("--config", config, "serve", "--host", "0.0.0.0", "--port", str(_free_port()), timeout=60)
-    _one_error(result, 78, "serve.token", "blank")
+    one_error(result, 78, "serve.token", "blank")
 
 
 def test_a_timeframes_variable_that_is_not_json_says_a_json_list_is_expected(workspace: Workspace) -> None:
     result = workspace("config", "check", env={"ENRICHCTL_TIMEFRAMES": "1d", "ENRICHCTL_PROVIDER": "demo"})
-    _one_error(result, 78, "ENRICHCTL_TIMEFRAMES", "JSON list", '["1d", "1h"]')
+    one_error(result, 78, "ENRICHCTL_TIMEFRAMES", "JSON list", '["1d", "1h"]')
 
 
 def test_misspelt_variables_are_named_with_a_suggestion_and_json_stdout_stays_json(workspace: Workspace) -> None:
@@ -98,8 +88,8 @@ def test_systemd_render_refuses_a_calendar_config_check_refuses(workspace: Works
     units = workspace.root / "units"
     check = workspace("--config", config, "config", "check")
     render = workspace("--config", config, "systemd", "render", "--user", "-o", str(units))
-    _one_error(check, 78, "schedule.on_calendar")
-    _one_error(render, 78, "schedule.on_calendar")
+    one_error(check, 78, "schedule.on_calendar")
+    one_error(render, 78, "schedule.on_calendar")
     assert not units.exists(), "no unit may be written from a calendar config check rejects"
 
 

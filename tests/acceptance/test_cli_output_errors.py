@@ -8,18 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .workspace import AS_OF, Result, Workspace
-
-
-def _one_error(result: Result, code: int, *needles: str) -> None:
-    assert result.code == code, result
-    assert len(result.err_lines) == 1, result
-    line = result.err_lines[0]
-    assert line.startswith("enrichctl: error: "), result
-    assert "internal error" not in line and "Traceback" not in line, result
-    for needle in needles:
-        assert needle in line, result
-
+from .workspace import AS_OF, Result, Workspace, one_error
 
 # --- export: a full disk says so, a closed pipe ends quietly ---------------------------------
 
@@ -30,12 +19,12 @@ def exported(filled: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Wor
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_export_to_a_full_disk_names_the_file_and_the_cause(exported: Workspace) -> None:
-    _one_error(exported("export", "AAPL", "-o", "/dev/full"), 1,
+    one_error(exported("export", "AAPL", "-o", "/dev/full"), 1,
                "cannot write /dev/full: No space left on device")
     with open("/dev/full", "w") as full:
         proc = subprocess.run([exported.exe, "export", "AAPL"], cwd=exported.root, env=exported.env,
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
-    _one_error(Result(("export", "AAPL", ">", "/dev/full"), proc.returncode, "", proc.stderr), 1,
+    one_error(Result(("export", "AAPL", ">", "/dev/full"), proc.returncode, "", proc.stderr), 1,
                "cannot write stdout: No space left on device")
 
 

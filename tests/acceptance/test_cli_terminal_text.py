@@ -15,18 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .workspace import AS_OF, Result, Workspace
-
-
-def _one_error(result: Result, code: int, *needles: str) -> None:
-    assert result.code == code, result
-    assert len(result.err_lines) == 1, result
-    line = result.err_lines[0]
-    assert line.startswith("enrichctl: error: "), result
-    assert "internal error" not in line and "Traceback" not in line, result
-    for needle in needles:
-        assert needle in line, result
-
+from .workspace import AS_OF, Workspace, one_error
 
 # --- stored text never reaches a terminal raw ------------------------------------------------
 
@@ -110,12 +99,12 @@ def test_symbols_are_validated_the_same_way_on_the_cli_and_the_api(filled: Works
         if valid:
             assert cli.code in (0, 1) and status in (200, 404), (text, cli, status)
         else:
-            _one_error(cli, 2, "invalid symbol")
+            one_error(cli, 2, "invalid symbol")
             assert status == 400, (text, status)
             assert detail in cli.err_lines[0], (text, detail, cli.err_lines)
 
 
 def test_a_folded_symbol_is_refused_not_upper_cased_into_another(workspace: Workspace) -> None:
     result = workspace("run", "--provider", "demo", "--symbols", "ﬀ,ß", "--as-of", AS_OF)
-    _one_error(result, 2, "'ﬀ'")
+    one_error(result, 2, "'ﬀ'")
     assert not workspace.db_path.exists()

@@ -78,6 +78,18 @@ class Result:
                 f"--- stdout\n{self.out}--- stderr\n{self.err}--- end\n")
 
 
+def one_error(result: Result, code: int, *needles: str) -> None:
+    """``result`` exited ``code`` with exactly one line on stderr: enrichctl's own error line,
+    naming each of ``needles``, no traceback, no internal error."""
+    assert result.code == code, result
+    assert len(result.err_lines) == 1, result
+    line = result.err_lines[0]
+    assert line.startswith("enrichctl: error: "), result
+    assert "internal error" not in line and "Traceback" not in line, result
+    for needle in needles:
+        assert needle in line, result
+
+
 class Workspace:
     """One user's clean machine: its own HOME, XDG directories, cwd and database.
 
