@@ -20,7 +20,7 @@ import pytest
 from integration.tcp_proxy import TcpProxy
 from sqlalchemy.engine import make_url
 
-from .workspace import AS_OF, SINCE, PostgresServer, Workspace
+from .workspace import AS_OF, SINCE, PostgresServer, Result, Workspace
 
 SYMBOLS = "AAPL,MSFT,GOOGL,AMZN,NVDA,META,JPM,V,XOM,KO,PEP,WMT"
 RUN = ("run", "--provider", "demo", "--as-of", AS_OF)
@@ -261,16 +261,22 @@ def _finish(proc: subprocess.Popen) -> int:
     return proc.returncode
 
 
+def _second_run_beside_a_long_one(ws: Workspace, *args: str) -> tuple[Result, int]:
+    """A `run` with ``args`` while a long first run is active: its result, and the first's code."""
+    first = _start_long_run(ws)
+    try:
+        second = ws(*RUN, *args, "--since", SINCE)
+    finally:
+        first_code = _finish(first)
+    return second, first_code
+
+
 @pytest.mark.postgres
 def test_a_second_run_with_other_symbols_adds_its_jobs_to_the_active_run(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     ws = Workspace(tmp_path, database=postgres_server.create())
-    first = _start_long_run(ws)
-    try:
-        second = ws(*RUN, "--symbols", "CSCO,INTC", "--timeframes", "1d,1h", "--since", SINCE)
-    finally:
-        first_code = _finish(first)
+    second, first_code = _second_run_beside_a_long_one(ws, "--symbols", "CSCO,INTC", "--timeframes", "1d,1h")
     assert second.code == 0 and first_code == 0, second
     assert "joined run 1" in second.out, second
     # Its symbols were fetched, as jobs of the one run, which counts them all.
@@ -286,11 +292,7 @@ def test_a_second_run_with_other_options_exits_75_saying_why(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
     ws = Workspace(tmp_path, database=postgres_server.create())
-    first = _start_long_run(ws)
-    try:
-        second = ws(*RUN, "--symbols", "CSCO", "--timeframes", "1d", "--since", SINCE)
-    finally:
-        first_code = _finish(first)
+    second, first_code = _second_run_beside_a_long_one(ws, "--symbols", "CSCO", "--timeframes", "1d")
     assert first_code == 0
     assert second.code == 75, second
     line = _one_error_line(second)
