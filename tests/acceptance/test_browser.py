@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +23,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from needs import program
 
 from .workspace import Workspace
 
@@ -40,13 +39,7 @@ CHROMIUM_FLAGS = ("--headless", "--remote-debugging-port=0", "--no-sandbox", "--
 @pytest.fixture
 def chromium_exe() -> str:
     """The browser, looked up before anything costly is set up."""
-    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    if found is None:
-        reason = "no Chromium found (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    return program(*BROWSERS, install="apt-get install chromium")
 
 
 class DevTools:

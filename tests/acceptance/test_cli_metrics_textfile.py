@@ -8,8 +8,6 @@ a parse error (Debian's ``prometheus-node-exporter``; skipped without it except 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from needs import program
 from prometheus_client.parser import text_string_to_metric_families
 
 from .workspace import AS_OF, SINCE, Workspace
@@ -81,13 +80,7 @@ def test_a_textfile_path_that_node_exporter_would_ignore_is_a_config_error(works
 
 @pytest.fixture
 def node_exporter() -> str:
-    found = next((path for name in NODE_EXPORTERS if (path := shutil.which(name))), None)
-    if found is None:
-        reason = "no node_exporter found (apt-get install prometheus-node-exporter)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    return program(*NODE_EXPORTERS, install="apt-get install prometheus-node-exporter")
 
 
 def test_node_exporter_serves_the_textfile_without_a_parse_error(node_exporter: str, workspace: Workspace) -> None:

@@ -10,7 +10,6 @@ import ctypes
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from needs import program
 
 from enrichctl import systemd
 from enrichctl.settings import Settings
@@ -30,13 +30,7 @@ EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+)")
 
 @pytest.fixture(scope="module")
 def analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        reason = "systemd-analyze is not installed (apt-get install systemd)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return program("systemd-analyze", install="apt-get install systemd")
 
 
 def _run_analyze(analyze: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,26 +8,19 @@ test is skipped with the reason, except under ``CI=true``, where that is a failu
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from needs import program
 
 MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
 
 
 @pytest.fixture
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        reason = "promtool not found (apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
+    return program("promtool", install="apt-get install prometheus")
 
 
 def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
