@@ -17,7 +17,7 @@ from pathlib import Path
 
 from enrichctl.errors import ConfigError
 from enrichctl.loopback import host_is_loopback
-from enrichctl.oncalendar import calendar_check, elapses, next_elapse  # noqa: F401 (also asked here)
+from enrichctl.oncalendar import calendar_check
 from enrichctl.providers.registry import provider_entry
 from enrichctl.settings import Settings
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from needs import program
 
-from enrichctl import systemd
+from enrichctl import oncalendar, systemd
 from enrichctl.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -206,13 +206,13 @@ def test_the_configured_schedule_is_a_valid_calendar(analyze: str) -> None:
     result = _run_analyze(analyze, "calendar", expression)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert "Next elapse:" in result.stdout
-    assert systemd.calendar_check(expression) is None
+    assert oncalendar.calendar_check(expression) is None
 
 
 def test_a_broken_calendar_is_reported_with_systemds_reason(analyze: str) -> None:
-    problem = systemd.calendar_check("every day at noon")
+    problem = oncalendar.calendar_check("every day at noon")
     assert problem is not None and "every day at noon" in problem
-    assert systemd.calendar_check("  ") == "the calendar expression is empty"
+    assert oncalendar.calendar_check("  ") == "the calendar expression is empty"
 
 
 # --- next_elapse -----------------------------------------------------------------------------
@@ -224,19 +224,19 @@ def _ms(text: str) -> int:
 
 def test_next_elapse_of_the_default_schedule_is_the_next_0130_utc(analyze: str) -> None:
     expression = "*-*-* 01:30:00 UTC"
-    assert systemd.next_elapse(expression, _ms("2024-03-10T12:00:00")) == _ms("2024-03-11T01:30:00")
-    assert systemd.next_elapse(expression, _ms("2024-03-11T01:00:00")) == _ms("2024-03-11T01:30:00")
+    assert oncalendar.next_elapse(expression, _ms("2024-03-10T12:00:00")) == _ms("2024-03-11T01:30:00")
+    assert oncalendar.next_elapse(expression, _ms("2024-03-11T01:00:00")) == _ms("2024-03-11T01:30:00")
     # once that elapse has passed, the answer moves on (a long-running serve never shows a stale one)
-    assert systemd.next_elapse(expression, _ms("2024-03-11T01:30:01")) == _ms("2024-03-12T01:30:00")
+    assert oncalendar.next_elapse(expression, _ms("2024-03-11T01:30:01")) == _ms("2024-03-12T01:30:00")
     # and an earlier "now" is not answered from a later cache entry
-    assert systemd.next_elapse(expression, _ms("2024-03-01T00:00:00")) == _ms("2024-03-01T01:30:00")
+    assert oncalendar.next_elapse(expression, _ms("2024-03-01T00:00:00")) == _ms("2024-03-01T01:30:00")
 
 
 def test_next_elapse_follows_a_time_zone_and_defaults_to_now(analyze: str) -> None:
     # 22:15 in New York is 02:15 UTC the next day in summer time
-    assert (systemd.next_elapse("*-*-* 22:15 America/New_York", _ms("2024-07-01T12:00:00"))
+    assert (oncalendar.next_elapse("*-*-* 22:15 America/New_York", _ms("2024-07-01T12:00:00"))
             == _ms("2024-07-02T02:15:00"))
-    upcoming = systemd.next_elapse("*-*-* 01:30:00 UTC")
+    upcoming = oncalendar.next_elapse("*-*-* 01:30:00 UTC")
     now = datetime.now(UTC).timestamp() * 1000
     assert upcoming is not None and now < upcoming <= now + 86_400_000
 
@@ -244,11 +244,11 @@ def test_next_elapse_follows_a_time_zone_and_defaults_to_now(analyze: str) -> No
 def test_next_elapse_is_none_for_a_past_date_a_bad_expression_or_no_systemd(
     analyze: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert systemd.next_elapse("2001-01-01 00:00:00 UTC", _ms("2024-01-01T00:00:00")) is None
-    assert systemd.next_elapse("not a calendar") is None
+    assert oncalendar.next_elapse("2001-01-01 00:00:00 UTC", _ms("2024-01-01T00:00:00")) is None
+    assert oncalendar.next_elapse("not a calendar") is None
     monkeypatch.setenv("PATH", str(tmp_path))  # no systemd-analyze on it
-    assert systemd.next_elapse("*-*-* 04:04:04 UTC") is None
-    assert systemd.calendar_check("not a calendar either") is None
+    assert oncalendar.next_elapse("*-*-* 04:04:04 UTC") is None
+    assert oncalendar.calendar_check("not a calendar either") is None
 
 
 # --- MemoryDenyWriteExecute= does not break the pipeline ------------------------------------
